@@ -1,0 +1,1 @@
+"""Model backends behind one protocol, GGUF reading, and the hardware planner."""

@@ -1,0 +1,103 @@
+"""The one backend protocol every model runner implements, and the data it exchanges."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from typing import Literal, Protocol
+
+import msgspec
+
+PromptKind = Literal["fim", "chat", "prefix"]
+
+
+class FimTokens(msgspec.Struct, kw_only=True, frozen=True):
+    """The model's own fill-in-the-middle markers, as text, read from its vocabulary."""
+
+    prefix: str
+    suffix: str
+    middle: str
+    file_sep: str | None = None
+    repo_name: str | None = None
+    eot: tuple[str, ...] = ()
+
+
+class ModelInfo(msgspec.Struct, kw_only=True, frozen=True):
+    """What callers may know about the model behind a backend."""
+
+    name: str
+    path: str | None = None
+    arch: str = "unknown"
+    n_ctx: int = 2048
+    n_ctx_train: int = 0
+    fim: FimTokens | None = None
+    chat_template: str | None = None
+    bos: str | None = None
+    eos: str | None = None
+    device: str = "cpu"
+
+    @property
+    def prompt_kind(self) -> PromptKind:
+        """FIM when the vocabulary has the markers, chat with a template, else plain prefix."""
+        if self.fim is not None:
+            return "fim"
+        if self.chat_template:
+            return "chat"
+        return "prefix"
+
+
+class Prompt(msgspec.Struct, kw_only=True, frozen=True):
+    """A fully rendered prompt. `key` names the sequence it belongs to (a document URI)."""
+
+    text: str
+    kind: PromptKind = "prefix"
+    key: str = ""
+    add_bos: bool = True
+
+
+class GenOptions(msgspec.Struct, kw_only=True, frozen=True):
+    """Sampling and stopping options for one generation."""
+
+    max_tokens: int = 64
+    temperature: float = 0.0
+    top_p: float = 0.95
+    stop: tuple[str, ...] = ()
+    seed: int = 0
+
+
+class CancelToken:
+    """A flag checked between tokens; set it and generation stops within one token step."""
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+        self.tokens_after_cancel = 0
+
+    def cancel(self) -> None:
+        """Ask the generation to stop."""
+        self._event.set()
+
+    @property
+    def cancelled(self) -> bool:
+        """Whether cancel() was called."""
+        return self._event.is_set()
+
+
+class Backend(Protocol):
+    """A model runner. Callers never ask which implementation they hold."""
+
+    @property
+    def info(self) -> ModelInfo:
+        """The loaded model's description."""
+        ...
+
+    def stream(self, prompt: Prompt, opts: GenOptions, cancel: CancelToken) -> Iterator[str]:
+        """Yield text pieces as they are generated; stop as soon as `cancel` is set."""
+        ...
+
+    def count_tokens(self, text: str) -> int:
+        """Exact token count of `text` with the model's tokenizer."""
+        ...
+
+    def close(self) -> None:
+        """Release the model."""
+        ...

@@ -1,0 +1,40 @@
+"""Typed errors raised by `quant/`; messages give the cause and the values."""
+
+from __future__ import annotations
+
+
+class QuantError(Exception):
+    """Base class of every error `quant/` raises."""
+
+
+class ModelNotFoundError(QuantError):
+    """A configured model file does not exist or cannot be assembled."""
+
+
+class ModelLoadError(QuantError):
+    """llama.cpp refused to load a model file."""
+
+    def __init__(self, path: str, reason: str) -> None:
+        super().__init__(f"cannot load model {path}: {reason}")
+        self.path = path
+        self.reason = reason
+
+
+class GGUFError(QuantError):
+    """A file is not a readable GGUF model."""
+
+
+class BackendError(QuantError):
+    """A backend failed while generating."""
+
+
+class RemoteError(BackendError):
+    """The remote OpenAI-compatible endpoint failed or answered badly."""
+
+
+class PlanError(QuantError):
+    """The planner was given inputs it cannot reason about."""
+
+
+class QuantizeError(QuantError):
+    """`codeflow quantize` was given bad input or llama.cpp failed to quantize."""
