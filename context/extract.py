@@ -1,0 +1,241 @@
+"""Parse one file with tree-sitter and extract its definitions, imports and identifiers."""
+
+from __future__ import annotations
+
+import re
+
+import tree_sitter as ts
+
+from codeflow.context import imports, pyinfer
+from codeflow.context.languages import SPECS, LanguageSpec, parser, query
+from codeflow.context.symbols import Definition, FileIndex, ImportBinding
+
+_IDENT = re.compile(rb"[A-Za-z_][A-Za-z0-9_]*")
+_COMMENTS = ("comment", "line_comment", "block_comment")
+_MAX_SIG = 240
+_MAX_DOC = 300
+
+
+def _text(data: bytes, node: ts.Node) -> str:
+    return data[node.start_byte:node.end_byte].decode("utf-8", "replace")
+
+
+def parse(lang: str, data: bytes) -> ts.Tree:
+    """A tree-sitter tree for `data` (never raises on syntax errors)."""
+    return parser(lang).parse(data)
+
+
+def extract(path: str, lang: str, data: bytes, mtime_ns: int = 0, size: int = 0,
+            tree: ts.Tree | None = None) -> FileIndex:
+    """The FileIndex of one file's bytes."""
+    tree = tree or parse(lang, data)
+    spec = SPECS[lang]
+    cursor = ts.QueryCursor(query(lang))
+    cursor.set_max_start_depth(spec.max_depth)
+    defs: list[Definition] = []
+    binds: list[ImportBinding] = []
+    package = ""
+    for _, caps in cursor.matches(tree.root_node):
+        if "import" in caps or "path" in caps:
+            binds.extend(_imports(lang, data, caps))
+        elif "package" in caps:
+            package = _text(data, caps["package"][0])
+        else:
+            defs.extend(_definition(spec, data, caps))
+    idents = b" ".join(sorted(set(_IDENT.findall(data)))).decode("ascii")
+    return FileIndex(path=path, lang=lang, mtime_ns=mtime_ns, size=size or len(data),
+                     defs=tuple(defs), imports=tuple(binds), idents=f" {idents} ", package=package,
+                     has_errors=tree.root_node.has_error)
+
+
+def _imports(lang: str, data: bytes, caps: dict[str, list[ts.Node]]) -> list[ImportBinding]:
+    node = caps["import"][0]
+    line = node.start_point[0]
+    text = _text(data, node)
+    if lang == "python":
+        return imports.python_imports(text, line)
+    if lang in ("javascript", "typescript", "tsx"):
+        return imports.js_imports(text, line)
+    if lang == "go":
+        alias = node.child_by_field_name("name")
+        path = node.child_by_field_name("path")
+        if path is None:
+            return []
+        return [imports.go_import(_text(data, alias) if alias else "", _text(data, path), line)]
+    if lang == "rust":
+        return imports.rust_imports(text, line)
+    if lang == "java":
+        return imports.java_import(text, line)
+    return [imports.c_include(_text(data, caps["path"][0]), line)]
+
+
+def _container(spec: LanguageSpec, node: ts.Node, data: bytes) -> tuple[str, bool] | None:
+    """(enclosing container name, inside one) or None when `node` is local to a function."""
+    parent = node.parent
+    while parent is not None:
+        kind = parent.type
+        if kind in spec.function_types:
+            return None
+        if kind in spec.container_types:
+            name = parent.child_by_field_name("name") or parent.child_by_field_name("type")
+            return (_text(data, name) if name is not None else "", True)
+        parent = parent.parent
+    return ("", False)
+
+
+def _definition(spec: LanguageSpec, data: bytes, caps: dict[str, list[ts.Node]]) -> list[Definition]:
+    key = next((k for k in caps if k.startswith("definition.")), None)
+    if key is None or "name" not in caps:
+        return []
+    node = caps[key][0]
+    place = _container(spec, node, data)
+    if place is None:
+        return []
+    parent, in_container = place
+    kind = key.split(".", 1)[1]
+    name = _text(data, caps["name"][0])
+    if "receiver" in caps:
+        parent = _text(data, caps["receiver"][0]).lstrip("*").split("[", 1)[0].strip()
+    if kind == "function" and in_container:
+        kind = "method"
+    if kind == "variable" and name.isupper():
+        kind = "constant"
+    if spec.name == "python":
+        return _python_definition(data, node, name, kind, parent)
+    return [_make(spec.name, data, node, name, kind, parent)]
+
+
+def _make(lang: str, data: bytes, node: ts.Node, name: str, kind: str, parent: str, **extra: object,
+          ) -> Definition:
+    body = node.child_by_field_name("body")
+    if body is not None and body.start_byte > node.start_byte:
+        head = data[node.start_byte:body.start_byte].decode("utf-8", "replace")
+    else:
+        head = _text(data, node).split("\n", 1)[0]
+    signature = " ".join(head.split()).rstrip(":{ ")[:_MAX_SIG]
+    exported = _exported(lang, name, node)
+    return Definition(
+        name=name, kind=kind, start_line=node.start_point[0], start_col=node.start_point[1],
+        end_line=node.end_point[0], end_col=node.end_point[1],
+        body_line=body.start_point[0] if body is not None else -1, signature=signature,
+        docstring=extra.pop("docstring", None) or _comment_doc(data, node),  # type: ignore[arg-type]
+        parent=parent, exported=exported, **extra,  # type: ignore[arg-type]
+    )
+
+
+def _exported(lang: str, name: str, node: ts.Node) -> bool:
+    if lang == "python":
+        return not name.startswith("_") or (name.startswith("__") and name.endswith("__"))
+    if lang == "go":
+        return name[:1].isupper()
+    if lang in ("javascript", "typescript", "tsx"):
+        parent = node.parent
+        return parent is not None and parent.type == "export_statement"
+    return True
+
+
+def _comment_doc(data: bytes, node: ts.Node) -> str:
+    anchor = node.parent if node.parent is not None and node.parent.type == "export_statement" else node
+    lines: list[str] = []
+    prev = anchor.prev_named_sibling
+    row = anchor.start_point[0]
+    while prev is not None and prev.type in _COMMENTS and prev.end_point[0] >= row - 1:
+        lines.insert(0, _text(data, prev))
+        row = prev.start_point[0]
+        prev = prev.prev_named_sibling
+    doc = "\n".join(lines).strip()
+    return doc[:_MAX_DOC]
+
+
+def _python_doc(data: bytes, node: ts.Node) -> str:
+    body = node.child_by_field_name("body")
+    first = body.named_children[0] if body is not None and body.named_children else None
+    if first is None or first.type != "expression_statement" or not first.named_children:
+        return ""
+    string = first.named_children[0]
+    if string.type != "string":
+        return ""
+    text = _text(data, string).lstrip("rRuUbBfF").strip("\"'")
+    return text.strip().split("\n\n", 1)[0][:_MAX_DOC]
+
+
+def _python_definition(data: bytes, node: ts.Node, name: str, kind: str, parent: str,
+                       ) -> list[Definition]:
+    if kind in ("variable", "constant"):
+        ref = pyinfer.clean_annotation(_text(data, node.child_by_field_name("type"))) \
+            if node.child_by_field_name("type") is not None else \
+            pyinfer.value_ref(node.child_by_field_name("right"))
+        return [_make("python", data, node, name, kind, parent, type_ref=ref, docstring="")]
+    doc = _python_doc(data, node)
+    if kind == "class":
+        args = node.child_by_field_name("superclasses")
+        bases = tuple(_text(data, a) for a in (args.named_children if args else ())
+                      if a.type in ("identifier", "attribute"))
+        return [_make("python", data, node, name, kind, parent, bases=bases, docstring=doc)]
+    returns = node.child_by_field_name("return_type")
+    ref = pyinfer.clean_annotation(_text(data, returns)) if returns is not None else ""
+    decorated = node.parent is not None and node.parent.type == "decorated_definition"
+    if decorated and b"property" in data[node.parent.start_byte:node.start_byte]:
+        kind = "property"
+    out = [_make("python", data, node, name, kind, parent, type_ref=ref, docstring=doc)]
+    if name == "__init__" and parent:
+        out.extend(_self_attributes(data, node, parent))
+    return out
+
+
+def _self_attributes(data: bytes, init: ts.Node, parent: str) -> list[Definition]:
+    """`self.x = ...` in `__init__`: attributes with the type their value suggests."""
+    params = init.child_by_field_name("parameters")
+    first = params.named_children[0] if params is not None and params.named_children else None
+    if first is None or first.type != "identifier":
+        return []
+    out: list[Definition] = []
+    seen: set[str] = set()
+    found = pyinfer.assignments(init, self_name=_text(data, first))
+    cursor = ts.QueryCursor(query("python", "assign"))
+    cursor.set_byte_range(init.start_byte, init.end_byte)
+    for _, caps in cursor.matches(init):
+        if "object" not in caps or "assign" not in caps:
+            continue
+        attr = _text(data, caps["target"][0])
+        if attr in seen:
+            continue
+        seen.add(attr)
+        stmt = caps["assign"][0]
+        out.append(_make("python", data, stmt, attr, "attribute", parent,
+                         type_ref=found.get(attr, ""), docstring=""))
+    return out
+
+
+def _node_name(data: bytes, node: ts.Node) -> str:
+    name = node.child_by_field_name("name") or node.child_by_field_name("type")
+    decl = node.child_by_field_name("declarator")
+    while name is None and decl is not None:
+        if decl.type in ("identifier", "field_identifier", "qualified_identifier", "type_identifier"):
+            name = decl
+        else:
+            decl = decl.child_by_field_name("declarator")
+    return _text(data, name) if name is not None else ""
+
+
+def definition_at(lang: str, data: bytes, tree: ts.Tree, line: int) -> Definition | None:
+    """The innermost function, method or class whose range holds the 0-based line."""
+    spec = SPECS[lang]
+    lines = data.split(b"\n")
+    if not 0 <= line < len(lines):
+        return None
+    col = len(lines[line]) - len(lines[line].lstrip())
+    node: ts.Node | None = tree.root_node.descendant_for_point_range((line, col), (line, col))
+    kinds = (*spec.function_types, *spec.container_types, "method_declaration", "method_definition")
+    while node is not None and not (node.type in kinds and _node_name(data, node)):
+        node = node.parent
+    if node is None:
+        return None
+    place = _container(spec, node, data)
+    parent = place[0] if place else ""
+    is_class = node.type in spec.container_types
+    kind = "class" if is_class else ("method" if parent else "function")
+    if lang == "python":
+        defs = _python_definition(data, node, _node_name(data, node), kind, parent)
+        return defs[0]
+    return _make(lang, data, node, _node_name(data, node), kind, parent)

@@ -1,0 +1,153 @@
+"""Turn raw model output into the text an editor shows: one line or a block, in scope, without
+repetition, and without repeating what already follows the cursor.
+"""
+
+from __future__ import annotations
+
+import re
+
+from codeflow.context.scope import opens_block
+
+OPENERS = {"(": ")", "[": "]", "{": "}"}
+CLOSERS = {v: k for k, v in OPENERS.items()}
+_FENCE = re.compile(r"^\s*```[\w+-]*\s*$")
+
+
+def decide_multiline(prefix: str, suffix: str, language: str, invoked: bool) -> bool:
+    """Whether to show a block rather than the rest of one line."""
+    line_before = prefix.rsplit("\n", 1)[-1]
+    line_after = suffix.split("\n", 1)[0]
+    if line_before.strip() or line_after.strip(" \t)]};,"):
+        return False
+    if invoked:
+        return True
+    # A blank line: a block when the syntax opens one here (an empty body, a new definition).
+    return opens_block(prefix, suffix, language) or not suffix.strip()
+
+
+def postprocess(raw: str, prefix: str, suffix: str, *, multiline: bool, language: str = "") -> str:
+    """The text to show for `raw`, or "" when nothing useful is left."""
+    text = _strip_fences(raw.replace("\r", ""))
+    if not multiline:
+        text = text.split("\n", 1)[0]
+    else:
+        text = _keep_scope(text, prefix)
+    text = _cut_repetition(text, prefix)
+    text = _trim_suffix_overlap(text, prefix, suffix, multiline)
+    text = text.rstrip()
+    return text if text.strip() else ""
+
+
+def _strip_fences(text: str) -> str:
+    """Chat models wrap answers in fences; keep what is inside the first fenced block."""
+    lines = text.split("\n")
+    if lines and _FENCE.match(lines[0]):
+        lines = lines[1:]
+    for i, line in enumerate(lines):
+        if _FENCE.match(line):
+            return "\n".join(lines[:i])
+    return "\n".join(lines)
+
+
+def _indent(line: str) -> int:
+    return len(line) - len(line.lstrip(" \t"))
+
+
+def _keep_scope(text: str, prefix: str) -> str:
+    """Stop at the first line that leaves the cursor's block, or at two blank lines in a row."""
+    lines = text.split("\n")
+    first_col = len(prefix.rsplit("\n", 1)[-1])
+    scope = first_col + _indent(lines[0]) if lines[0].strip() else first_col
+    if not lines[0].strip() and len(lines) > 1:
+        # The completion starts on a new line: that line's indent sets the scope.
+        nxt = next((ln for ln in lines[1:] if ln.strip()), "")
+        scope = min(_indent(nxt), first_col) if nxt else first_col
+    kept = [lines[0]]
+    blank_run = 0
+    for line in lines[1:]:
+        if not line.strip():
+            blank_run += 1
+            if blank_run >= 2:
+                break
+            kept.append(line)
+            continue
+        blank_run = 0
+        if _indent(line) < scope:
+            break
+        kept.append(line)
+    return "\n".join(kept)
+
+
+def _cut_repetition(text: str, prefix: str) -> str:
+    """Cut a line that repeats the one before it, and a run that loops within one line."""
+    lines = text.split("\n")
+    prev = prefix.rstrip("\n").rsplit("\n", 1)[-1].strip() if not lines[0].strip() else ""
+    kept: list[str] = []
+    for line in lines:
+        stripped = line.strip()
+        if stripped and stripped == prev and len(stripped) > 2:
+            break
+        kept.append(_cut_loop(line))
+        if kept[-1] != line:
+            break
+        if stripped:
+            prev = stripped
+    return "\n".join(kept)
+
+
+_LOOP = re.compile(r"(\S)\1{15,}|(.{2,40}?)\2{3,}")
+
+
+def _cut_loop(line: str) -> str:
+    """`x = foo foo foo foo` -> `x = foo`: a chunk looping four or more times is kept once."""
+    for match in _LOOP.finditer(line):
+        unit = match.group(1) or match.group(2)
+        if unit.strip():  # runs of indentation or alignment are not loops
+            return (line[: match.start()] + unit).rstrip()
+    return line
+
+
+def _trim_suffix_overlap(text: str, prefix: str, suffix: str, multiline: bool) -> str:
+    """Drop what the suffix already has: the rest of the line, closing brackets, or whole lines."""
+    tail = suffix.split("\n", 1)[0]
+    if tail.strip() and text.endswith(tail.strip()):
+        text = text[: len(text) - len(tail.strip())]
+    text = _trim_extra_closers(text, prefix.rsplit("\n", 1)[-1], tail)
+    if multiline:
+        text = _trim_suffix_lines(text, suffix)
+    return text
+
+
+def _balance(text: str) -> int:
+    """Openers minus closers, ignoring brackets inside simple string literals."""
+    depth = 0
+    quote = ""
+    for ch in text:
+        if quote:
+            quote = "" if ch == quote else quote
+        elif ch in "\"'`":
+            quote = ch
+        elif ch in OPENERS:
+            depth += 1
+        elif ch in CLOSERS:
+            depth -= 1
+    return depth
+
+
+def _trim_extra_closers(text: str, line_before: str, tail: str) -> str:
+    """Remove trailing closers that would close more than the line opened, given the tail."""
+    last = text.rsplit("\n", 1)[-1]
+    head = text[: len(text) - len(last)]
+    while last and last.rstrip()[-1:] in CLOSERS and _balance(line_before + last + tail) < 0:
+        last = last.rstrip()[:-1]
+    return head + last
+
+
+def _trim_suffix_lines(text: str, suffix: str) -> str:
+    """Drop trailing completion lines that the suffix starts with (e.g. a closing brace)."""
+    after = [ln.strip() for ln in suffix.split("\n")[1:] if ln.strip()]
+    lines = text.rstrip().split("\n")
+    for n in range(min(len(lines) - 1, len(after)), 0, -1):
+        if [ln.strip() for ln in lines[-n:]] == after[:n]:
+            return "\n".join(lines[:-n])
+    return text

@@ -1,0 +1,251 @@
+"""Retrieval and ranking: candidate snippets for a cursor, each with a reason and a score.
+
+Tiers, highest first (issue 4, "Retrieval and ranking"): resolved cross-file definitions (3+),
+what the current file imports (2+), recent edits and open files (1+), lexical similarity (0+).
+Within a tier, the score grows with how close to the cursor the name is used.
+"""
+
+from __future__ import annotations
+
+import builtins
+import os
+from collections.abc import Callable
+
+import msgspec
+
+from codeflow.context import lexical, snippets
+from codeflow.context.index import WorkspaceIndex
+from codeflow.context.pyresolve import PyResolver, Target
+from codeflow.context.resolve import Resolver
+from codeflow.context.surroundings import Chain, Surroundings
+from codeflow.context.symbols import FileIndex
+
+_BUILTINS = frozenset(dir(builtins))
+Windows = list[tuple[int, int, frozenset[str]]]
+
+
+class Candidate(msgspec.Struct, kw_only=True):
+    """A snippet before packing; lines are 0-based and inclusive."""
+
+    path: str
+    start_line: int
+    end_line: int
+    text: str
+    reason: str
+    score: float
+    # "definition" (whole text), "outline" (signatures only) or "window" (lexical/edit lines).
+    kind: str = "definition"
+
+
+class RankInput(msgspec.Struct, kw_only=True):
+    """What ranking reads: the index, the cursor's surroundings and the engine's accessors."""
+
+    index: WorkspaceIndex
+    roots: list[str]
+    current: FileIndex
+    sur: Surroundings
+    lines_of: Callable[[str], list[str] | None]
+    windows_of: Callable[[str], Windows]
+    rel: Callable[[str], str]
+    admissible: Callable[[str], bool]
+    open_paths: list[str] = []
+    edits: list[tuple[str, int]] = []
+
+
+class _Collector:
+    def __init__(self, inp: RankInput) -> None:
+        self.inp = inp
+        self.found: dict[tuple[str, int, int], Candidate] = {}
+
+    def add(self, c: Candidate) -> None:
+        key = (c.path, c.start_line, c.end_line)
+        old = self.found.get(key)
+        if old is None or c.score > old.score:
+            self.found[key] = c
+
+    def target(self, t: Target, score: float, reason: str) -> None:
+        inp = self.inp
+        if t.path == inp.current.path or t.path not in inp.index or not inp.admissible(t.path):
+            return
+        lines = inp.lines_of(t.path)
+        fi = inp.index.get(t.path)
+        if lines is None or fi is None:
+            return
+        d = t.defn
+        if d is None:
+            text, start, end = snippets.module_skeleton(fi.lang, lines, fi)
+            if text:
+                self.add(Candidate(path=t.path, start_line=start, end_line=end, text=text,
+                                   reason=f"public signatures of {inp.rel(t.path)}; {reason}",
+                                   score=score - 0.2, kind="outline"))
+            return
+        if d.end_line >= len(lines):
+            return
+        if d.kind == "class":
+            text = snippets.class_skeleton(fi.lang, lines, fi, d)
+            whole = d.end_line - d.start_line + 1 <= snippets.FULL_CLASS_LINES
+        else:
+            text, whole = snippets.definition_text(fi.lang, lines, d)
+        self.add(Candidate(path=t.path, start_line=d.start_line, end_line=d.end_line, text=text,
+                           reason=reason, score=score, kind="definition" if whole else "outline"))
+
+
+def _where(ch: Chain, cursor: int) -> str:
+    if ch.line == cursor:
+        return "on the cursor line"
+    n = abs(cursor - ch.line)
+    return f"used {n} line{'s' * (n != 1)} {'above' if ch.line < cursor else 'below'}"
+
+
+def _label(ch: Chain, i: int) -> str:
+    return ".".join(name for name, _ in ch.segments[:i + 1] if name != "?")
+
+
+def _python(col: _Collector) -> None:
+    inp = col.inp
+    r = PyResolver(inp.index, inp.roots)
+    path = inp.current.path
+    for ch in inp.sur.chains:
+        head = ch.segments[0][0]
+        where = _where(ch, inp.sur.line)
+        if head == "?":
+            heads: list[Target] = []
+        elif head in inp.sur.scope:
+            heads = r.ref(path, inp.sur.scope[head])
+            for t in heads:
+                col.target(t, 3.0 + 0.6 * ch.weight, f"type of `{head}`, {where}")
+        else:
+            heads = r.name(path, head)
+            if not heads and head not in _BUILTINS:
+                for t in _by_name(inp, head, members=False):
+                    col.target(t, 2.5 + 0.5 * ch.weight, f"`{head}` found by name (not imported), {where}")
+        per = r.chain(heads, list(ch.segments))
+        for i, targets in enumerate(per):
+            if i == 0 and head in inp.sur.scope:
+                continue
+            for t in targets[:3]:
+                how = f" ({t.how})" if t.how else ""
+                col.target(t, 3.0 + ch.weight, f"definition of `{_label(ch, i)}`{how}, {where}")
+        _unresolved_members(col, ch, per, where)
+    _python_imports(col, r)
+
+
+def _unresolved_members(col: _Collector, ch: Chain, per: list[list[Target]], where: str) -> None:
+    """The first member whose owner's type is unknown: look it up by name if that is unambiguous."""
+    for i in range(1, len(ch.segments)):
+        if per[i]:
+            continue
+        if per[i - 1] and per[i - 1][0].defn is not None and per[i - 1][0].defn.kind == "class":
+            return
+        name = ch.segments[i][0]
+        for t in _by_name(col.inp, name, members=True):
+            col.target(t, 2.5 + 0.5 * ch.weight, f"member `{name}` found by name (type unknown), {where}")
+        return
+
+
+def _by_name(inp: RankInput, name: str, members: bool) -> list[Target]:
+    hits = [Target(fi.path, d, "by name") for fi, d in inp.index.named(name)
+            if fi.path != inp.current.path and bool(d.parent) == members and d.kind != "attribute"]
+    return sorted(hits, key=lambda t: t.path)[:2] if len(hits) <= 3 else []
+
+
+def _head_weights(sur: Surroundings) -> dict[str, float]:
+    weights: dict[str, float] = {}
+    for ch in sur.chains:
+        head = ch.segments[0][0]
+        weights[head] = max(weights.get(head, 0.0), ch.weight)
+    return weights
+
+
+def _python_imports(col: _Collector, r: PyResolver) -> None:
+    weights = _head_weights(col.inp.sur)
+    path = col.inp.current.path
+    for b in col.inp.current.imports:
+        if b.local == "*" or not b.local:
+            continue
+        w = weights.get(b.local, 0.0)
+        stmt = f"from {'.' * b.level}{b.module} import {b.name}" if b.name else f"import {b.module}"
+        if "." in b.local:
+            mod = r.module_file(path, b.module, b.level)
+            targets = [Target(mod, None)] if mod else []
+        else:
+            targets = r.name(path, b.local)
+        for t in targets[:2]:
+            col.target(t, 2.0 + 0.5 * w, f"imported here ({stmt})")
+
+
+def _other(col: _Collector) -> None:
+    inp = col.inp
+    rr = Resolver(inp.index, inp.current)
+    for ch in inp.sur.chains:
+        head = ch.segments[0][0]
+        where = _where(ch, inp.sur.line)
+        current = rr.head(head) if head != "?" else []
+        for i, (name, _) in enumerate(ch.segments):
+            if i:
+                owners = current or [Target("", None, "by name")]
+                current = [m for o in owners[:3] for m in
+                           (rr.member(o, name) if o.path else rr.by_name(name, members=True))]
+            for t in current[:3]:
+                how = f" ({t.how})" if t.how else ""
+                col.target(t, 3.0 + ch.weight if t.how != "by name" else 2.5 + 0.5 * ch.weight,
+                           f"definition of `{_label(ch, i)}`{how}, {where}")
+    for path in sorted(rr.preferred)[:12]:
+        col.target(Target(path, None), 2.0, "imported here")
+
+
+def _recent_and_open(col: _Collector) -> None:
+    inp = col.inp
+    seen: set[tuple[str, int]] = set()
+    for i, (path, line) in enumerate(inp.edits):
+        if (path, line // 8) in seen or len(seen) >= 8 or not inp.admissible(path):
+            continue
+        seen.add((path, line // 8))
+        if path == inp.current.path and inp.sur.prompt_start <= line <= inp.sur.prompt_end:
+            continue
+        lines = inp.lines_of(path)
+        if lines is None or line >= len(lines):
+            continue
+        start, end = max(0, line - 4), min(len(lines) - 1, line + 4)
+        col.add(Candidate(path=path, start_line=start, end_line=end, text="\n".join(lines[start:end + 1]),
+                          reason=f"recently edited ({i + 1} edit{'s' * (i > 0)} ago)",
+                          score=1.0 + 0.5 / (1 + len(seen)), kind="window"))
+    for path in inp.open_paths[:10]:
+        if path != inp.current.path:
+            _windows(col, path, 1, 1.0, 0.5, "open file, similar code")
+
+
+def _windows(col: _Collector, path: str, limit: int, base: float, scale: float, why: str) -> None:
+    inp = col.inp
+    if not inp.admissible(path):
+        return
+    lines = inp.lines_of(path)
+    if not lines:
+        return
+    for score, start, end in lexical.best_windows(inp.sur.query_tokens, inp.windows_of(path), limit):
+        if score < 0.05:
+            continue
+        col.add(Candidate(path=path, start_line=start, end_line=end, text="\n".join(lines[start:end + 1]),
+                          reason=f"{why} (jaccard {score:.2f})", score=base + scale * score, kind="window"))
+
+
+def _lexical(col: _Collector) -> None:
+    inp = col.inp
+    here = os.path.dirname(inp.current.path)
+    near = sorted(p for p in inp.index.in_dir(here) if p != inp.current.path)
+    linked = sorted({c.path for c in col.found.values()})
+    for path in list(dict.fromkeys([*inp.open_paths, *linked, *near]))[:12]:
+        if path != inp.current.path:
+            _windows(col, path, 2, 0.0, 1.0, "similar code")
+
+
+def gather(inp: RankInput) -> list[Candidate]:
+    """Every candidate snippet for the cursor, unordered; the packer sorts and fits them."""
+    col = _Collector(inp)
+    if inp.current.lang == "python":
+        _python(col)
+    else:
+        _other(col)
+    _recent_and_open(col)
+    _lexical(col)
+    return list(col.found.values())

@@ -1,0 +1,66 @@
+"""What the index stores per file: definitions, import bindings and used identifiers."""
+
+from __future__ import annotations
+
+import msgspec
+
+
+class Definition(msgspec.Struct, kw_only=True, frozen=True, array_like=True):
+    """One function, method, class, type or constant; lines and columns are 0-based."""
+
+    name: str
+    kind: str
+    start_line: int
+    start_col: int
+    end_line: int
+    end_col: int
+    # The line where the body starts, or -1 when the definition has no body (a constant).
+    body_line: int = -1
+    signature: str = ""
+    docstring: str = ""
+    # The enclosing class, struct, impl or interface; "" at the top level.
+    parent: str = ""
+    # Python: the annotation, or "f()" for a value built by a call; functions: the return type.
+    type_ref: str = ""
+    bases: tuple[str, ...] = ()
+    exported: bool = True
+
+
+class ImportBinding(msgspec.Struct, kw_only=True, frozen=True, array_like=True):
+    """A name an import binds: `local` refers to `name` in `module` ("" name: the module itself)."""
+
+    local: str
+    module: str
+    name: str = ""
+    # Python relative-import level (number of leading dots); 0 for absolute.
+    level: int = 0
+    line: int = 0
+
+
+class FileIndex(msgspec.Struct, kw_only=True, frozen=True, array_like=True):
+    """Everything extracted from one file, keyed in the cache by mtime and size."""
+
+    path: str
+    lang: str
+    mtime_ns: int
+    size: int
+    defs: tuple[Definition, ...] = ()
+    imports: tuple[ImportBinding, ...] = ()
+    # Space-joined identifiers used in the file, with a leading and trailing space for `in` tests.
+    idents: str = " "
+    # Go package name or Java package; "" elsewhere.
+    package: str = ""
+    # True when tree-sitter reported syntax errors; the index keeps what it could extract.
+    has_errors: bool = False
+
+    def uses(self, name: str) -> bool:
+        """Whether `name` occurs as an identifier in the file."""
+        return f" {name} " in self.idents
+
+
+class Usage(msgspec.Struct, kw_only=True, frozen=True):
+    """One place a name is used: workspace-relative path, 0-based line, and that line's text."""
+
+    path: str
+    line: int
+    text: str

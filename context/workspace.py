@@ -1,0 +1,228 @@
+"""The indexed workspace: roots and filters, the full and incremental index, open buffers, the
+persistent cache and the text of files for snippets."""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections import OrderedDict
+from collections.abc import Callable
+from pathlib import Path
+
+import tree_sitter as ts
+
+from codeflow.context import cache, lexical
+from codeflow.context.errors import UnreadableFileError
+from codeflow.context.extract import extract, parse
+from codeflow.context.index import WorkspaceIndex
+from codeflow.context.languages import language_of
+from codeflow.context.symbols import FileIndex
+from codeflow.context.walk import IGNORE_FILES, FileFilter, read_source, walk
+
+LRU_FILES = 512
+WINDOW_LINES = 20
+WINDOW_STEP = 10
+
+
+class _Lru(OrderedDict):
+    def __init__(self, size: int) -> None:
+        super().__init__()
+        self.size = size
+
+    def put(self, key: object, value: object) -> None:
+        self[key] = value
+        self.move_to_end(key)
+        while len(self) > self.size:
+            self.popitem(last=False)
+
+
+class Workspace:
+    """Files under the roots, indexed; buffers override the disk."""
+
+    def __init__(self, roots: list[Path], exclude: tuple[str, ...], secret_globs: tuple[str, ...],
+                 max_file_bytes: int, cache_dir: Path | None) -> None:
+        self.roots = [r.resolve() for r in roots]
+        self.filters = [FileFilter(r, exclude, secret_globs, max_file_bytes) for r in self.roots]
+        self.max_file_bytes = max_file_bytes
+        self.cache_dir = cache_dir
+        self.index = WorkspaceIndex()
+        self.buffers: dict[str, str] = {}
+        self.trees: dict[str, tuple[str, ts.Tree]] = {}
+        self.skipped: dict[str, str] = {}
+        self._lines: _Lru = _Lru(LRU_FILES)
+        self._windows: _Lru = _Lru(LRU_FILES)
+        self._saved_generation = -1
+        self._lock = threading.RLock()
+
+    # Paths -----------------------------------------------------------------------------------
+
+    def filter_for(self, path: str) -> FileFilter | None:
+        """The filter of the innermost root that holds `path`."""
+        best = None
+        for flt in self.filters:
+            root = str(flt.root)
+            if (path == root or path.startswith(root + os.sep)) and (
+                    best is None or len(root) > len(str(best.root))):
+                best = flt
+        return best
+
+    def admissible(self, path: str) -> bool:
+        """Whether the file may be indexed and quoted: inside a root, supported, not ignored/secret."""
+        flt = self.filter_for(path)
+        return flt is not None and flt.admissible(Path(path))
+
+    def rel(self, path: str) -> str:
+        """A path relative to its root, with forward slashes."""
+        flt = self.filter_for(path)
+        return Path(path).relative_to(flt.root).as_posix() if flt else Path(path).as_posix()
+
+    # Indexing --------------------------------------------------------------------------------
+
+    def index_file(self, path: str, cached: dict[str, FileIndex] | None = None) -> FileIndex | None:
+        """(Re)index one file from disk unless a buffer holds it; drops it when it became unreadable."""
+        if path in self.buffers:
+            return self.index.get(path)
+        lang = language_of(path)
+        try:
+            st = os.stat(path)
+            hit = cached.get(path) if cached else None
+            if hit is not None and hit.mtime_ns == st.st_mtime_ns and hit.size == st.st_size:
+                self.index.put(hit)
+                return hit
+            data, st = read_source(Path(path), self.max_file_bytes)
+        except (UnreadableFileError, OSError) as exc:
+            self.skipped[path] = str(exc)
+            self.index.remove(path)
+            return None
+        fi = extract(path, lang or "", data, st.st_mtime_ns, st.st_size)
+        self.index.put(fi)
+        self.skipped.pop(path, None)
+        return fi
+
+    def index_all(self, on_progress: Callable[[int, int], None] | None = None) -> None:
+        """Index every root: cached entries whose mtime and size match are reused, the rest parsed."""
+        for flt in self.filters:
+            cached = cache.load(self.cache_dir, flt.root) if self.cache_dir else {}
+            paths = [str(p) for p in walk(flt)]
+            for i, path in enumerate(paths):
+                self.index_file(path, cached)
+                if on_progress is not None and (i % 200 == 0 or i == len(paths) - 1):
+                    on_progress(i + 1, len(paths))
+        self.save_cache()
+
+    def save_cache(self) -> None:
+        """Write the cache of each root if the index changed since the last save."""
+        if self.cache_dir is None or self._saved_generation == self.index.generation:
+            return
+        with self.index.lock:
+            files = [fi for p, fi in self.index.files.items() if p not in self.buffers]
+            generation = self.index.generation
+        for flt in self.filters:
+            prefix = str(flt.root) + os.sep
+            cache.save(self.cache_dir, flt.root, [fi for fi in files if fi.path.startswith(prefix)])
+        self._saved_generation = generation
+
+    def apply_batch(self, paths: set[str]) -> None:
+        """Bring the index up to date with a batch of changed paths (files or directories)."""
+        for path in sorted(paths):
+            flt = self.filter_for(path)
+            if flt is None:
+                continue
+            if os.path.basename(path) in IGNORE_FILES:
+                flt.forget_ignores(Path(path).parent)
+            if os.path.isdir(path):
+                if not flt.ignored(Path(path), is_dir=True):
+                    for p in walk_under(flt, Path(path)):
+                        self.index_file(str(p))
+            elif os.path.isfile(path) and flt.admissible(Path(path)):
+                self.index_file(path)
+            elif path not in self.buffers:
+                self.index.remove(path)
+                self.index.remove_tree(path)
+            self._lines.pop(path, None)
+            self._windows.pop(path, None)
+
+    # Buffers ---------------------------------------------------------------------------------
+
+    def set_buffer(self, path: str, text: str) -> tuple[FileIndex, ts.Tree | None]:
+        """Make an unsaved buffer override the disk, reparsing it."""
+        with self._lock:
+            self.buffers[path] = text
+            self._lines.pop(path, None)
+            self._windows.pop(path, None)
+            lang = language_of(path) or ""
+            data = text.encode("utf-8", "surrogatepass")
+            tree = parse(lang, data) if lang else None
+            if tree is not None:
+                self.trees[path] = (text, tree)
+            fi = extract(path, lang, data, -1, len(data), tree) if tree is not None else \
+                FileIndex(path=path, lang=lang, mtime_ns=-1, size=len(data))
+            if lang and self.admissible(path):
+                self.index.put(fi)
+            return fi, tree
+
+    def buffer_state(self, path: str, text: str) -> tuple[FileIndex, ts.Tree | None]:
+        """The FileIndex and tree of a buffer, reparsed only when the text changed."""
+        held = self.trees.get(path)
+        if self.buffers.get(path) == text and held is not None and held[0] == text:
+            fi = self.index.get(path)
+            if fi is not None and fi.mtime_ns == -1:
+                return fi, held[1]
+        return self.set_buffer(path, text)
+
+    def drop_buffer(self, path: str) -> None:
+        """Forget a buffer; the file on disk (if any) takes over again."""
+        with self._lock:
+            self.buffers.pop(path, None)
+            self.trees.pop(path, None)
+            self._lines.pop(path, None)
+            self._windows.pop(path, None)
+            if os.path.isfile(path) and self.admissible(path):
+                self.index_file(path)
+            else:
+                self.index.remove(path)
+
+    # Text ------------------------------------------------------------------------------------
+
+    def lines_of(self, path: str) -> list[str] | None:
+        """A file's lines: from its buffer if open, else from disk (cached by mtime and size)."""
+        if path in self.buffers:
+            return self.buffers[path].split("\n")
+        try:
+            st = os.stat(path)
+        except OSError:
+            return None
+        stamp = (st.st_mtime_ns, st.st_size)
+        held = self._lines.get(path)
+        if held is not None and held[0] == stamp:
+            return held[1]
+        try:
+            data, _ = read_source(Path(path), self.max_file_bytes)
+        except UnreadableFileError:
+            return None
+        lines = data.decode("utf-8", "replace").split("\n")
+        self._lines.put(path, (stamp, lines))
+        return lines
+
+    def windows_of(self, path: str) -> list[tuple[int, int, frozenset[str]]]:
+        """Lexical windows of a file, cached until its text changes."""
+        lines = self.lines_of(path)
+        if not lines:
+            return []
+        held = self._windows.get(path)
+        if held is not None and held[0] is lines:
+            return held[1]
+        wins = lexical.windows(lines, WINDOW_LINES, WINDOW_STEP)
+        if path not in self.buffers:
+            self._windows.put(path, (lines, wins))
+        return wins
+
+
+def walk_under(flt: FileFilter, directory: Path) -> list[Path]:
+    """Admissible files under one directory of a root (for a created or moved-in directory)."""
+    out: list[Path] = []
+    for dirpath, dirnames, filenames in os.walk(directory):
+        here = Path(dirpath)
+        dirnames[:] = [d for d in dirnames if not flt.ignored(here / d, is_dir=True)]
+        out += [here / n for n in filenames if flt.admissible(here / n)]
+    return out

@@ -1,0 +1,303 @@
+"""The completion pipeline shared by the server and `codeflow complete`.
+
+A request builds a prompt (context first, prefix last), starts a generation job and returns as
+soon as the first useful line (or, for a block, the whole block) exists. The job keeps running in
+the background into a per-document cache, so typing through the ghost text, or accepting it and
+asking for more, is served without the model. A newer request that the cache cannot serve, or a
+cancelled one, stops the running job within one token step.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Protocol
+
+import msgspec
+
+from codeflow.context.postprocess import decide_multiline, postprocess
+from codeflow.context.prompt import BuiltPrompt, PromptFormat, build_prompt
+from codeflow.lsp_server.settings import Settings
+from codeflow.quant.backend import Backend, CancelToken, GenOptions, ModelInfo, Prompt
+
+log = logging.getLogger(__name__)
+CHARS_PER_TOKEN = 3.2
+# The prefix window starts on a multiple of this many lines, so it stays put while typing.
+WINDOW_STEP = 32
+
+
+class CompletionRequest(msgspec.Struct, kw_only=True, frozen=True):
+    """One completion at a cursor; `prefix`/`suffix` are the whole document split there."""
+
+    key: str
+    path: str
+    language: str
+    prefix: str
+    suffix: str
+    invoked: bool = False
+
+
+class Completion(msgspec.Struct, kw_only=True, frozen=True):
+    """What to show, and how it was made."""
+
+    text: str
+    multiline: bool
+    from_cache: bool
+    prompt_kind: str
+
+
+class Stats(msgspec.Struct, kw_only=True):
+    """Diagnostics of the last job, for logs, tests and benchmarks."""
+
+    key: str = ""
+    prompt_kind: str = ""
+    prompt_chars: int = 0
+    tokens: int = 0
+    first_token_s: float = -1.0
+    total_s: float = -1.0
+    cancelled: bool = False
+    tokens_after_cancel: int = 0
+    cache_hits: int = 0
+    error: str = ""
+
+
+class ContextSource(Protocol):
+    """Gives rendered cross-file context for a request, within a token budget."""
+
+    def context_text(
+        self, req: CompletionRequest, budget: int, count_tokens: Callable[[str], int], file_sep: str | None
+    ) -> str:
+        """Snippets with their path headers, ready to put before the current file."""
+        ...
+
+
+class Cancelled(Exception):
+    """The request was cancelled while it waited for the model."""
+
+
+def prompt_format(info: ModelInfo) -> PromptFormat:
+    """The prompt layout the model itself supports."""
+    kind = info.prompt_kind
+    fim = info.fim
+    return PromptFormat(
+        kind=kind,
+        fim_prefix=fim.prefix if fim else "",
+        fim_suffix=fim.suffix if fim else "",
+        fim_middle=fim.middle if fim else "",
+        file_sep=fim.file_sep if fim else None,
+        chat_template=info.chat_template if kind == "chat" else None,
+        bos=info.bos or "",
+        eos=info.eos or "",
+    )
+
+
+def window(prefix: str, suffix: str, prefix_tokens: int, suffix_tokens: int) -> tuple[str, str]:
+    """Clip prefix and suffix to whole lines within budget; the prefix start moves in steps."""
+    limit = int(prefix_tokens * CHARS_PER_TOKEN)
+    lines = prefix.split("\n")
+    start, size = len(lines) - 1, len(lines[-1])
+    while start > 0 and size + len(lines[start - 1]) + 1 <= limit:
+        start -= 1
+        size += len(lines[start]) + 1
+    if start > 0:
+        start = min(len(lines) - 1, -(-start // WINDOW_STEP) * WINDOW_STEP)
+    suffix_limit = int(suffix_tokens * CHARS_PER_TOKEN)
+    cut = suffix.rfind("\n", 0, suffix_limit) if len(suffix) > suffix_limit else len(suffix)
+    return "\n".join(lines[start:]), suffix[: max(cut, 0)]
+
+
+class _Job:
+    """One generation, growing `raw` from a worker thread."""
+
+    def __init__(self, req: CompletionRequest, built: BuiltPrompt, multiline: bool) -> None:
+        self.req = req
+        self.built = built
+        self.multiline = multiline
+        self.cancel = CancelToken()
+        self.raw = ""
+        self.done = False
+        self.error: Exception | None = None
+        self.cond = threading.Condition()
+        self.stats = Stats(key=req.key, prompt_kind=built.kind, prompt_chars=len(built.text))
+
+    def append(self, piece: str) -> None:
+        with self.cond:
+            self.raw += piece
+            self.cond.notify_all()
+
+    def finish(self, error: Exception | None = None) -> None:
+        with self.cond:
+            self.done = True
+            self.error = error
+            self.cond.notify_all()
+
+    def wait(self, ready: Callable[[str], bool], cancel: CancelToken) -> str:
+        """Block until `ready(raw)`, the job ends, or `cancel` is set; return raw."""
+        with self.cond:
+            while not (self.done or ready(self.raw)):
+                if cancel.cancelled:
+                    raise Cancelled()
+                self.cond.wait(timeout=0.02)
+            return self.raw
+
+
+class CompletionService:
+    """Completions for many documents from one backend, with a per-document cache."""
+
+    def __init__(
+        self,
+        backend: Callable[[], Backend],
+        settings: Settings,
+        context: ContextSource | None = None,
+    ) -> None:
+        self._backend = backend
+        self.settings = settings
+        self.context = context
+        self._jobs: dict[str, _Job] = {}
+        self._lock = threading.Lock()
+        self.last = Stats()
+
+    def complete(self, req: CompletionRequest, cancel: CancelToken) -> Completion:
+        """Blocking: the completion for `req`; raises Cancelled when `cancel` is set first."""
+        hit = self._cached(req)
+        job, offset = hit if hit else (self._start(req), 0)
+        multiline = decide_multiline(req.prefix, req.suffix, req.language, req.invoked)
+        try:
+            raw = job.wait(lambda r: self._enough(job, r[offset:], req, multiline), cancel)
+        except Cancelled:
+            job.cancel.cancel()
+            raise
+        if job.error is not None and not raw:
+            raise job.error
+        text = postprocess(raw[offset:], req.prefix, req.suffix, multiline=multiline, language=req.language)
+        if hit:
+            job.stats.cache_hits += 1
+        return Completion(text=text, multiline=multiline, from_cache=hit is not None, prompt_kind=job.built.kind)
+
+    def stream(self, req: CompletionRequest, cancel: CancelToken) -> Iterator[str]:
+        """Blocking generator of the shown text as it grows, line by line (for the CLI)."""
+        job = self._start(req)
+        multiline = decide_multiline(req.prefix, req.suffix, req.language, req.invoked)
+        shown, seen = "", -1
+        try:
+            while True:
+                raw = job.wait(lambda r: len(r) != seen, cancel)
+                seen = len(raw)
+                finished = job.done or self._enough(job, raw, req, multiline)
+                upto = raw if finished else raw[: raw.rfind("\n") + 1]
+                text = postprocess(upto, req.prefix, req.suffix, multiline=multiline, language=req.language)
+                if text.startswith(shown) and len(text) > len(shown):
+                    yield text[len(shown):]
+                    shown = text
+                if finished:
+                    return
+        finally:
+            job.cancel.cancel()
+
+    def _enough(self, job: _Job, raw: str, req: CompletionRequest, multiline: bool) -> bool:
+        """Single line: once the line is complete. Block: once it leaves its scope, or at the cap."""
+        cfg = self.settings.completion
+        if job.stats.tokens >= (cfg.max_tokens_invoked if multiline else cfg.max_tokens):
+            return True
+        if not multiline:
+            return "\n" in raw
+        if "\n" not in raw.lstrip("\n"):
+            return False
+        complete = raw[: raw.rfind("\n")]
+        shown = postprocess(complete, req.prefix, req.suffix, multiline=True, language=req.language)
+        return len(shown) < len(complete.rstrip())
+
+    def _cached(self, req: CompletionRequest) -> tuple[_Job, int] | None:
+        """The job whose output continues what the user has typed since it started."""
+        with self._lock:
+            job = self._jobs.get(req.key)
+        if job is None or job.error is not None or job.req.suffix != req.suffix:
+            return None
+        if not req.prefix.startswith(job.req.prefix):
+            return None
+        typed = req.prefix[len(job.req.prefix):]
+        with job.cond:
+            raw = job.raw
+            if raw.startswith(typed) and (len(raw) > len(typed) or not job.done):
+                return job, len(typed)
+        return None
+
+    def _start(self, req: CompletionRequest) -> _Job:
+        """Stop whatever runs (one model, one stream) and start a job for `req`."""
+        self.stop_all()
+        backend = self._backend()
+        fmt = prompt_format(backend.info)
+        multiline = decide_multiline(req.prefix, req.suffix, req.language, req.invoked)
+        built = self._build(req, fmt, backend)
+        job = _Job(req, built, multiline)
+        cfg = self.settings.completion
+        max_tokens = (cfg.max_tokens_invoked if multiline else cfg.max_tokens) + cfg.background_tokens
+        opts = GenOptions(max_tokens=max_tokens, temperature=cfg.temperature, stop=built.stop)
+        with self._lock:
+            self._jobs[req.key] = job
+        thread = threading.Thread(target=self._run, args=(job, backend, opts), daemon=True, name="codeflow-gen")
+        thread.start()
+        return job
+
+    def _build(self, req: CompletionRequest, fmt: PromptFormat, backend: Backend) -> BuiltPrompt:
+        cfg = self.settings.context
+        prefix, suffix = window(req.prefix, req.suffix, cfg.prefix_tokens, cfg.suffix_tokens)
+        context = ""
+        if self.context is not None and cfg.enabled:
+            try:
+                context = self.context.context_text(req, cfg.budget_tokens, backend.count_tokens, fmt.file_sep)
+            except Exception:  # a context failure must not cost the user the completion
+                log.exception("context retrieval failed for %s; completing without it", req.path)
+        return build_prompt(fmt, context=context, prefix=prefix, suffix=suffix, path=req.path, language=req.language)
+
+    def _run(self, job: _Job, backend: Backend, opts: GenOptions) -> None:
+        started = time.perf_counter()
+        prompt = Prompt(text=job.built.text, kind=job.built.kind, key=job.req.key)
+        error: Exception | None = None
+        try:
+            for piece in backend.stream(prompt, opts, job.cancel):
+                if job.stats.tokens == 0:
+                    job.stats.first_token_s = time.perf_counter() - started
+                job.stats.tokens += 1
+                job.append(piece)
+        except Exception as exc:  # reported to the waiting request, and logged
+            log.warning("generation failed: %s", exc)
+            job.stats.error = str(exc)
+            error = exc
+        job.stats.total_s = time.perf_counter() - started
+        job.stats.cancelled = job.cancel.cancelled
+        job.stats.tokens_after_cancel = job.cancel.tokens_after_cancel
+        self.last = job.stats
+        job.finish(error)
+        log.debug("job %s: %s", job.req.key, msgspec.json.encode(job.stats).decode())
+
+    def stop_all(self) -> None:
+        """Cancel every running job (their output so far stays cached)."""
+        with self._lock:
+            jobs = list(self._jobs.values())
+        for job in jobs:
+            if not job.done:
+                job.cancel.cancel()
+
+    def wait_idle(self, timeout: float = 10.0) -> bool:
+        """Wait until no job runs (for tests, benchmarks and shutdown)."""
+        deadline = time.monotonic() + timeout
+        with self._lock:
+            jobs = list(self._jobs.values())
+        for job in jobs:
+            with job.cond:
+                while not job.done:
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        return False
+                    job.cond.wait(timeout=left)
+        return True
+
+    def forget(self, key: str) -> None:
+        """Drop a closed document's job and cache."""
+        with self._lock:
+            job = self._jobs.pop(key, None)
+        if job is not None:
+            job.cancel.cancel()

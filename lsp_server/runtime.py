@@ -1,0 +1,205 @@
+"""What a running Codeflow owns: settings, the model backends, the context engine and the
+completion service. The server and `codeflow complete` share it; it never imports pygls.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+import msgspec
+
+from codeflow.lsp_server.completion import CompletionRequest, CompletionService
+from codeflow.lsp_server.settings import Settings
+from codeflow.quant.backend import Backend
+from codeflow.quant.fallback import FallbackBackend, Status
+from codeflow.quant.models import resolve_chat_model, resolve_model
+
+log = logging.getLogger(__name__)
+
+
+class EngineContext:
+    """Adapts the context engine to the completion pipeline's ContextSource."""
+
+    def __init__(self, engine: object, root: Path) -> None:
+        self.engine = engine
+        self.root = root
+
+    def context_text(
+        self, req: CompletionRequest, budget: int, count_tokens: Callable[[str], int], file_sep: str | None
+    ) -> str:
+        """Packed, rendered snippets for the cursor at the end of `req.prefix`."""
+        path = _abs_path(self.root, req.path)
+        line = req.prefix.count("\n")
+        col = len(req.prefix) - req.prefix.rfind("\n") - 1
+        packed = self.engine.query(path, req.prefix + req.suffix, line, col, budget, count_tokens, file_sep)
+        return self.engine.render(packed, path, file_sep)
+
+
+def _abs_path(root: Path, path: str) -> Path:
+    candidate = Path(path)
+    return candidate if candidate.is_absolute() else root / candidate
+
+
+class Runtime:
+    """Owns the backends and services for one workspace."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        workspace: Path | None,
+        on_status: Callable[[Status], None] = lambda status: None,
+    ) -> None:
+        self.settings = settings
+        self.workspace = workspace
+        self._on_status = on_status
+        self._lock = threading.Lock()
+        self._backend: FallbackBackend | None = None
+        self._chat: FallbackBackend | None = None
+        self.engine: object | None = None
+        self.completion = CompletionService(self.backend, settings)
+
+    def backend(self) -> Backend:
+        """The completion backend, built on first use (loading happens on its first call)."""
+        with self._lock:
+            if self._backend is None:
+                self._backend = self._make_backend(chat=False)
+            return self._backend
+
+    def chat_backend(self) -> Backend:
+        """The instruct backend for code actions and hovers."""
+        with self._lock:
+            if self._chat is None:
+                self._chat = self._make_backend(chat=True)
+            return self._chat
+
+    def load(self) -> Status | None:
+        """Load the completion model now (blocking; call it off the event loop)."""
+        backend = self.backend()
+        assert isinstance(backend, FallbackBackend)
+        backend.start()
+        return backend.status
+
+    def _make_backend(self, chat: bool) -> FallbackBackend:
+        s = self.settings
+        local = None if s.backend == "remote" else self._local_factory(chat)
+        remote = self._remote_factory(chat) if s.remote.url and s.backend != "local" else None
+        return FallbackBackend(local, remote, self._on_status, primary_kind="local" if local else "remote")
+
+    def _local_factory(self, chat: bool) -> Callable[[], Backend]:
+        m = self.settings.model
+
+        def make() -> Backend:
+            from codeflow.quant.local import LocalBackend
+
+            path = resolve_chat_model(m.chat_path) if chat else resolve_model(m.path)
+            if path is None:
+                from codeflow.quant.errors import ModelNotFoundError
+
+                raise ModelNotFoundError("no chat model is set (model.chatPath is empty)")
+            layers = self._gpu_layers(path)
+            return LocalBackend(
+                path, n_ctx=m.n_ctx, n_gpu_layers=layers, n_threads=m.n_threads, kv_type=m.kv_type,
+                warm_slots=self.settings.completion.warm_documents,
+            )
+
+        return make
+
+    def _gpu_layers(self, path: Path) -> int:
+        """The configured layer count, or the planner's when it is -1 (auto)."""
+        m = self.settings.model
+        if m.n_gpu_layers >= 0:
+            return m.n_gpu_layers
+        try:
+            from codeflow.quant.planner import plan_local
+
+            plan = plan_local(path, n_ctx=m.n_ctx, kv_type=m.kv_type)
+        except Exception as exc:  # planning is advice; without it, stay on the CPU
+            log.warning("planner failed for %s (%s); running on the CPU", path, exc)
+            return 0
+        return plan.n_gpu_layers if plan.backend == "local" else 0
+
+    def _remote_factory(self, chat: bool) -> Callable[[], Backend]:
+        r = self.settings.remote
+
+        def make() -> Backend:
+            from codeflow.quant.remote import RemoteBackend
+
+            return RemoteBackend(r, chat=chat)
+
+        return make
+
+    def apply(self, settings: Settings) -> None:
+        """Adopt new settings; backends whose inputs changed are rebuilt on next use."""
+        old = self.settings
+        self.settings = settings
+        self.completion.settings = settings
+        if (old.model, old.remote, old.backend) != (settings.model, settings.remote, settings.backend):
+            self.completion.stop_all()
+            self.completion.wait_idle(timeout=5.0)
+            with self._lock:
+                stale = [b for b in (self._backend, self._chat) if b is not None]
+                self._backend = self._chat = None
+            for backend in stale:
+                backend.close()
+
+    def start_context(
+        self, roots: list[Path], progress: Callable[[int, int], None] | None = None, watch: bool = True
+    ) -> None:
+        """Index the workspace (in the background when watching) and feed completions with it."""
+        if not roots or not self.settings.context.enabled:
+            return
+        try:
+            from codeflow.context.engine import ContextEngine, EngineConfig
+        except ImportError as exc:
+            log.warning("context engine unavailable: %s", exc)
+            return
+        c = self.settings.context
+        config = EngineConfig(
+            exclude=c.exclude, secret_globs=c.secret_globs, max_file_bytes=c.max_file_bytes, use_cache=c.cache
+        )
+        engine = ContextEngine(roots, config)
+        if watch:
+            engine.start(watch=True, on_progress=progress)
+        else:
+            engine.index_now()
+        self.engine = engine
+        self.completion.context = EngineContext(engine, roots[0])
+
+    def set_buffer(self, path: Path, text: str) -> None:
+        """An open, unsaved buffer: it overrides the file on disk for context."""
+        if self.engine is not None:
+            self.engine.set_buffer(path, text)
+
+    def record_edit(self, path: Path, line: int, text: str) -> None:
+        """Remember a recent edit (0-based line) for the context ranking."""
+        if self.engine is not None:
+            self.engine.record_edit(path, line, text)
+
+    def drop_buffer(self, path: Path, key: str) -> None:
+        """A closed document: back to the disk version, and its completion cache goes."""
+        self.completion.forget(key)
+        if self.engine is not None:
+            self.engine.drop_buffer(path)
+
+    def pack_context(self, path: Path, text: str, line: int, col: int, budget: int | None = None) -> dict:
+        """The packed context for a cursor, in the `codeflow context --json` shape."""
+        if self.engine is None:
+            return {"snippets": [], "dropped": [], "budget": budget or 0, "used": 0}
+        backend = self._backend
+        count = backend.count_tokens if backend is not None and backend.status is not None else None
+        budget = budget or self.settings.context.budget_tokens
+        packed = self.engine.query(path, text, line, col, budget, count, None)
+        return msgspec.to_builtins(packed)
+
+    def close(self) -> None:
+        """Stop generation, the watcher and the models."""
+        self.completion.stop_all()
+        self.completion.wait_idle(timeout=2.0)
+        if self.engine is not None:
+            self.engine.stop()
+        for backend in (self._backend, self._chat):
+            if backend is not None:
+                backend.close()

@@ -1,0 +1,256 @@
+"""The Codeflow language server: thin pygls handlers over the runtime (see STYLE.md)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from pathlib import Path
+
+import msgspec
+from lsprotocol import types
+from pygls.lsp.server import LanguageServer
+from pygls.uris import to_fs_path
+
+from codeflow.context.errors import ContextError, UnreadableFileError
+from codeflow.lsp_server import __version__, convert
+from codeflow.lsp_server.completion import Cancelled, Completion, CompletionRequest
+from codeflow.lsp_server.report import Reporter
+from codeflow.lsp_server.runtime import Runtime
+from codeflow.lsp_server.settings import Settings, apply_layer, build
+from codeflow.quant.backend import CancelToken
+from codeflow.quant.errors import QuantError
+
+log = logging.getLogger("codeflow")
+SHOW_CONTEXT = "codeflow.showContext"
+STATS_METHOD = "codeflow/stats"
+# Larger documents are not completed: a prompt window is cut from them, but splitting and
+# re-parsing megabytes on every keystroke would cost more than the completion is worth.
+MAX_DOCUMENT_CHARS = 2_000_000
+
+
+class CodeflowServer(LanguageServer):
+    """pygls server with Codeflow's state on it; handlers receive it as `ls`."""
+
+    def __init__(self) -> None:
+        super().__init__("codeflow", __version__)
+        self.report = Reporter(self)
+        self.runtime = Runtime(Settings(), None, self._on_status)
+        self.roots: list[Path] = []
+        self._load_lock: asyncio.Lock | None = None
+
+    def _on_status(self, status: msgspec.Struct) -> None:
+        self.report.status(status)
+        state = getattr(status, "state", "")
+        if state in ("error", "fallback"):
+            kind = types.MessageType.Error if state == "error" else types.MessageType.Warning
+            self.report.show(getattr(status, "message", ""), kind, key=f"status:{status}")
+
+    def apply_settings(self, raw: object, source: str) -> None:
+        """One settings layer from the client; bad keys are named and keep their old value."""
+        settings, errors = apply_layer(self.runtime.settings, raw)
+        for error in errors:
+            self.report.show(f"{error} (from {source}); keeping the previous value", key=str(error))
+        self.runtime.apply(settings)
+        logging.getLogger("codeflow").setLevel(settings.log_level.upper())
+
+    async def ensure_loaded(self) -> None:
+        """Load the completion model off the loop, with a "Loading model" progress."""
+        if self._load_lock is None:
+            self._load_lock = asyncio.Lock()
+        async with self._load_lock:
+            backend = self.runtime.backend()
+            if getattr(backend, "status", None) is not None:
+                return
+            token = await self._progress_begin("Loading model")
+            try:
+                await asyncio.to_thread(self.runtime.load)
+            finally:
+                self._progress_end(token)
+
+    async def _progress_begin(self, title: str) -> str | None:
+        caps = self.client_capabilities.window
+        if caps is None or not caps.work_done_progress:
+            return None
+        token = f"codeflow-{uuid.uuid4().hex[:8]}"
+        try:
+            await self.work_done_progress.create_async(token)
+        except Exception as exc:  # a client that refuses progress still gets completions
+            self.report.log(f"progress not available: {exc}")
+            return None
+        self.work_done_progress.begin(token, types.WorkDoneProgressBegin(title=title, cancellable=False))
+        return token
+
+    def _progress_end(self, token: str | None, message: str = "") -> None:
+        if token is not None:
+            self.work_done_progress.end(token, types.WorkDoneProgressEnd(message=message or None))
+
+    def request_at(self, uri: str, position: types.Position, invoked: bool) -> CompletionRequest | None:
+        """A completion request for a cursor, or None when this document is not completed."""
+        doc = self.workspace.get_text_document(uri)
+        settings = self.runtime.settings.completion
+        language = convert.language_of(doc.path or uri, doc.language_id)
+        if not settings.enabled or language in settings.disabled_languages:
+            return None
+        source = self.read(uri)
+        if len(source) > MAX_DOCUMENT_CHARS or "\x00" in source[:8192]:
+            self.report.log(f"not completing {uri}: binary or larger than {MAX_DOCUMENT_CHARS} characters")
+            return None
+        prefix, suffix = convert.split_at(source, position)
+        return CompletionRequest(
+            key=uri, path=self.display_path(doc.path or uri), language=language,
+            prefix=prefix, suffix=suffix, invoked=invoked,
+        )
+
+    def read(self, uri: str) -> str:
+        """An open document's text, or the file's on disk; unreadable ones raise a ContextError."""
+        try:
+            return self.workspace.get_text_document(uri).source
+        except (OSError, UnicodeDecodeError, ValueError) as exc:
+            raise UnreadableFileError(f"cannot read {uri}: {exc}") from exc
+
+    def display_path(self, path: str) -> str:
+        """A path relative to the workspace root, as the prompt names it."""
+        for root in self.roots:
+            try:
+                return Path(path).relative_to(root).as_posix()
+            except ValueError:
+                continue
+        return Path(path).name
+
+    async def show_context(self, args: list) -> dict:
+        """`codeflow.showContext`: args[0] is {uri, position}; bad arguments get a clear error."""
+        try:
+            target = msgspec.convert(args[0] if args else None, convert.CursorArg)
+        except msgspec.ValidationError as exc:
+            raise ValueError(f"{SHOW_CONTEXT} expects [{{uri, position: {{line, character}}}}]: {exc}") from exc
+        position = types.Position(line=target.position.line, character=target.position.character)
+        prefix, suffix = convert.split_at(self.read(target.uri), position)
+        line, col = prefix.count("\n"), len(prefix) - prefix.rfind("\n") - 1
+        return await asyncio.to_thread(self.runtime.pack_context, fs_path(target.uri), prefix + suffix, line, col)
+
+    async def complete(self, uri: str, position: types.Position, invoked: bool) -> Completion | None:
+        """Run the pipeline off the loop; a cancelled request stops its generation."""
+        try:
+            req = self.request_at(uri, position, invoked)
+        except ContextError as exc:
+            self.report.log(f"completion request rejected: {exc}", types.MessageType.Warning)
+            return None
+        if req is None:
+            return None
+        await self.ensure_loaded()
+        cancel = CancelToken()
+        try:
+            return await asyncio.to_thread(self.runtime.completion.complete, req, cancel)
+        except asyncio.CancelledError:
+            cancel.cancel()
+            raise
+        except Cancelled:
+            return None
+        except QuantError as exc:
+            self.report.show(str(exc), key=type(exc).__name__)
+            return None
+
+
+def fs_path(uri: str) -> Path:
+    """A document URI as a filesystem path (non-file URIs keep their text)."""
+    return Path(to_fs_path(uri) or uri)
+
+
+server = CodeflowServer()
+
+
+@server.feature(types.INITIALIZE)
+def initialize(ls: CodeflowServer, params: types.InitializeParams) -> None:
+    """Build settings from codeflow.toml and initializationOptions; remember the roots."""
+    folders = params.workspace_folders or []
+    uris = [f.uri for f in folders] or ([params.root_uri] if params.root_uri else [])
+    ls.roots = [Path(to_fs_path(u) or u) for u in uris]
+    settings, errors = build(ls.roots[0] if ls.roots else None)
+    ls.runtime.settings = settings
+    ls.runtime.workspace = ls.roots[0] if ls.roots else None
+    for error in errors:
+        ls.report.show(str(error), key=str(error))
+    ls.apply_settings(params.initialization_options, "initializationOptions")
+
+
+@server.feature(types.INITIALIZED)
+async def initialized(ls: CodeflowServer, params: types.InitializedParams) -> None:
+    """Start indexing and loading in the background; neither blocks requests."""
+    ls.report.bind_loop()
+    ls.runtime.start_context(ls.roots)
+    asyncio.ensure_future(ls.ensure_loaded())
+
+
+@server.feature(types.TEXT_DOCUMENT_DID_OPEN)
+def did_open(ls: CodeflowServer, params: types.DidOpenTextDocumentParams) -> None:
+    """Unsaved buffers override the disk in the context engine."""
+    ls.runtime.set_buffer(fs_path(params.text_document.uri), params.text_document.text)
+
+
+@server.feature(types.TEXT_DOCUMENT_DID_CHANGE)
+def did_change(ls: CodeflowServer, params: types.DidChangeTextDocumentParams) -> None:
+    """pygls applied the incremental change already; pass the new text and the edit on."""
+    doc = ls.workspace.get_text_document(params.text_document.uri)
+    path = fs_path(doc.uri)
+    ls.runtime.set_buffer(path, doc.source)
+    for change in params.content_changes:
+        if isinstance(change, types.TextDocumentContentChangePartial):
+            ls.runtime.record_edit(path, change.range.start.line, change.text)
+
+
+@server.feature(types.TEXT_DOCUMENT_DID_CLOSE)
+def did_close(ls: CodeflowServer, params: types.DidCloseTextDocumentParams) -> None:
+    """Forget the buffer and its completion cache."""
+    ls.runtime.drop_buffer(fs_path(params.text_document.uri), params.text_document.uri)
+
+
+@server.feature(types.WORKSPACE_DID_CHANGE_CONFIGURATION)
+def did_change_configuration(ls: CodeflowServer, params: types.DidChangeConfigurationParams) -> None:
+    """A new settings layer on top of the current one."""
+    ls.apply_settings(params.settings, "workspace/didChangeConfiguration")
+
+
+@server.feature(types.TEXT_DOCUMENT_INLINE_COMPLETION, types.InlineCompletionOptions())
+async def inline_completion(
+    ls: CodeflowServer, params: types.InlineCompletionParams
+) -> types.InlineCompletionList | None:
+    """Ghost text at the cursor."""
+    invoked = params.context.trigger_kind == types.InlineCompletionTriggerKind.Invoked
+    result = await ls.complete(params.text_document.uri, params.position, invoked)
+    if result is None:
+        return types.InlineCompletionList(items=[])
+    items = convert.inline_items(result, params.position)
+    if params.partial_result_token is not None and items.items:
+        # Partial results carry the whole answer; the final response is then empty (LSP 3.17).
+        ls.progress(types.ProgressParams(token=params.partial_result_token, value=items.items))
+        return types.InlineCompletionList(items=[])
+    return items
+
+
+@server.feature(types.TEXT_DOCUMENT_COMPLETION, types.CompletionOptions(trigger_characters=[".", "(", " "]))
+async def completion(ls: CodeflowServer, params: types.CompletionParams) -> types.CompletionList:
+    """The same completion as an item, for clients without inline completion."""
+    invoked = params.context is None or params.context.trigger_kind == types.CompletionTriggerKind.Invoked
+    result = await ls.complete(params.text_document.uri, params.position, invoked)
+    if result is None:
+        return types.CompletionList(is_incomplete=True, items=[])
+    return convert.completion_items(result, params.position)
+
+
+@server.command(SHOW_CONTEXT)
+async def show_context(ls: CodeflowServer, args: list) -> dict:
+    """The packed context for a cursor, as `codeflow context --json` prints it."""
+    return await ls.show_context(args)
+
+
+@server.feature(STATS_METHOD)
+def stats(ls: CodeflowServer, params: object) -> dict:
+    """Diagnostics of the last completion job (timings, tokens, cancellation)."""
+    return msgspec.to_builtins(ls.runtime.completion.last)
+
+
+@server.feature(types.SHUTDOWN)
+async def shutdown(ls: CodeflowServer, params: None) -> None:
+    """Stop generating and release the models before exit."""
+    await asyncio.to_thread(ls.runtime.close)

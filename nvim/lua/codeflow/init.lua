@@ -1,0 +1,61 @@
+--- Codeflow for Neovim 0.11+: the language server through `vim.lsp.config`, plus ghost text.
+local config = require('codeflow.config')
+
+local M = {}
+
+M.did_setup = false
+
+--- The client capabilities: Neovim's, plus inline completion (LSP 3.18).
+local function capabilities()
+  local caps = vim.lsp.protocol.make_client_capabilities()
+  caps.textDocument.inlineCompletion = caps.textDocument.inlineCompletion or { dynamicRegistration = false }
+  return caps
+end
+
+--- The `vim.lsp.config` entry for the server.
+function M.lsp_config()
+  local o = config.options
+  local settings = { codeflow = o.settings }
+  return {
+    cmd = config.command(),
+    filetypes = o.filetypes,
+    root_markers = o.root_markers,
+    init_options = settings,
+    settings = settings,
+    capabilities = capabilities(),
+    handlers = { ['codeflow/status'] = require('codeflow.status').on_status },
+  }
+end
+
+local function on_attach(args)
+  local client = vim.lsp.get_client_by_id(args.data.client_id)
+  if client and client.name == 'codeflow' then
+    require('codeflow.ghost').attach(args.buf, client)
+  end
+end
+
+local function on_detach(args)
+  local client = vim.lsp.get_client_by_id(args.data.client_id)
+  if client and client.name == 'codeflow' then
+    require('codeflow.ghost').detach(args.buf)
+  end
+end
+
+--- Registers and enables the server, and sets up ghost text for the buffers it attaches to.
+---@param opts? table see `codeflow.config.defaults`
+function M.setup(opts)
+  config.set(opts)
+  vim.api.nvim_set_hl(0, config.options.ghost.hl_group, { link = 'Comment', default = true })
+  vim.lsp.config('codeflow', M.lsp_config())
+  local group = vim.api.nvim_create_augroup('codeflow', { clear = true })
+  vim.api.nvim_create_autocmd('LspAttach', { group = group, callback = on_attach })
+  vim.api.nvim_create_autocmd('LspDetach', { group = group, callback = on_detach })
+  vim.lsp.enable('codeflow')
+  M.did_setup = true
+end
+
+M.statusline = function()
+  return require('codeflow.status').statusline()
+end
+
+return M

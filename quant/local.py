@@ -1,0 +1,232 @@
+"""The local backend: llama-cpp-python in this process, with per-document warm KV states."""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import threading
+from collections import OrderedDict
+from collections.abc import Iterator
+from pathlib import Path
+
+from codeflow.quant.backend import CancelToken, FimTokens, GenOptions, ModelInfo, Prompt
+from codeflow.quant.errors import BackendError, ModelLoadError, ModelNotFoundError
+
+log = logging.getLogger(__name__)
+
+KV_TYPES = {"f16": 1, "q8_0": 8, "q4_0": 2}  # ggml_type ids
+
+
+class _SeqState:
+    """One document's saved KV cache (sequence 0 only, not the logits) and its token ids."""
+
+    def __init__(self, tokens: list[int], data: bytes) -> None:
+        self.tokens = tokens
+        self.data = data
+
+
+def _common_prefix(a: list[int], b: list[int]) -> int:
+    n = 0
+    for x, y in zip(a, b):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
+class LocalBackend:
+    """A GGUF model run by llama.cpp; one generation at a time, cancellable between tokens."""
+
+    def __init__(
+        self,
+        model_path: str | Path,
+        *,
+        n_ctx: int = 4096,
+        n_gpu_layers: int = 0,
+        n_threads: int = 0,
+        kv_type: str = "f16",
+        warm_slots: int = 4,
+    ) -> None:
+        self._path = str(model_path)
+        if not Path(self._path).is_file():
+            raise ModelNotFoundError(f"model file not found: {self._path}")
+        self._llm = _load(self._path, n_ctx, n_gpu_layers, n_threads, kv_type)
+        self._lock = threading.Lock()
+        self._warm: OrderedDict[str, _SeqState] = OrderedDict()
+        self._warm_slots = warm_slots
+        self._current_key = ""
+        self._info = _model_info(self._llm, self._path, n_gpu_layers)
+        self.tokens_generated = 0
+        self.restores = 0
+
+    @property
+    def info(self) -> ModelInfo:
+        """The loaded model's description."""
+        return self._info
+
+    @property
+    def llama(self):  # noqa: ANN201 - llama_cpp.Llama, kept untyped to avoid importing it here
+        """The underlying llama_cpp.Llama, for benchmarks and the chat formatter."""
+        return self._llm
+
+    def count_tokens(self, text: str) -> int:
+        """Exact token count with the model's tokenizer."""
+        return len(self._llm.tokenize(text.encode("utf-8"), add_bos=False, special=True))
+
+    def tokenize(self, text: str, add_bos: bool = True) -> list[int]:
+        """Token ids of `text`, special markers parsed."""
+        return self._llm.tokenize(text.encode("utf-8"), add_bos=add_bos, special=True)
+
+    def stream(self, prompt: Prompt, opts: GenOptions, cancel: CancelToken) -> Iterator[str]:
+        """Yield text pieces; checks `cancel` after every token, so it stops within one step."""
+        with self._lock:
+            tokens = self.tokenize(prompt.text, add_bos=prompt.add_bos)
+            room = self._llm.n_ctx() - len(tokens)
+            if room <= 0:
+                raise BackendError(f"prompt has {len(tokens)} tokens, context holds {self._llm.n_ctx()}")
+            self._switch_to(prompt.key, tokens)
+            chunks = self._llm.create_completion(
+                tokens,
+                max_tokens=min(opts.max_tokens, room),
+                temperature=opts.temperature,
+                top_p=opts.top_p,
+                stop=list(opts.stop) or None,
+                stream=True,
+                seed=opts.seed,
+            )
+            try:
+                yield from self._drain(chunks, cancel)
+            finally:
+                chunks.close()
+
+    def _drain(self, chunks: Iterator[dict], cancel: CancelToken) -> Iterator[str]:
+        for chunk in chunks:
+            self.tokens_generated += 1
+            if cancel.cancelled:
+                cancel.tokens_after_cancel += 1
+                return
+            text = chunk["choices"][0]["text"]
+            if text:
+                yield text
+            if cancel.cancelled:
+                return
+
+    def _switch_to(self, key: str, tokens: list[int]) -> None:
+        """Restore the saved KV state of `key` when it shares more with `tokens` than the live one."""
+        llm = self._llm
+        live = _common_prefix(list(llm.input_ids[: llm.n_tokens]), tokens)
+        saved = self._warm.get(key) if key != self._current_key else None
+        if saved is not None and _common_prefix(saved.tokens, tokens) > live + 8:
+            self._save_current()
+            self._load(saved)
+        elif key != self._current_key:
+            self._save_current()
+        self._current_key = key
+        if key in self._warm:
+            self._warm.move_to_end(key)
+
+    def _save_current(self) -> None:
+        llm = self._llm
+        if not self._current_key or llm.n_tokens == 0 or self._warm_slots <= 0:
+            return
+        size = llama_cpp().llama_state_seq_get_size(llm.ctx, 0)
+        buf = (ctypes.c_uint8 * size)()
+        written = llama_cpp().llama_state_seq_get_data(llm.ctx, buf, size, 0)
+        self._warm[self._current_key] = _SeqState(list(llm.input_ids[: llm.n_tokens]), bytes(buf[:written]))
+        self._warm.move_to_end(self._current_key)
+        while len(self._warm) > self._warm_slots:
+            self._warm.popitem(last=False)
+
+    def _load(self, state: _SeqState) -> None:
+        llm = self._llm
+        llm._ctx.kv_cache_clear()
+        buf = (ctypes.c_uint8 * len(state.data)).from_buffer_copy(state.data)
+        if llama_cpp().llama_state_seq_set_data(llm.ctx, buf, len(state.data), 0) == 0:
+            log.warning("could not restore a saved KV state; evaluating the prompt in full")
+            llm.reset()
+            return
+        self.restores += 1
+        n = len(state.tokens)
+        llm.input_ids[:n] = state.tokens
+        llm.n_tokens = n
+        llm._requires_eval = True
+
+    def close(self) -> None:
+        """Free the model and its context."""
+        with self._lock:
+            self._warm.clear()
+            self._llm.close()
+
+
+def llama_cpp():  # noqa: ANN201 - the low-level module
+    """The low-level llama_cpp module, imported on first use (it loads the shared library)."""
+    import llama_cpp as module
+
+    return module
+
+
+def _load(path: str, n_ctx: int, n_gpu_layers: int, n_threads: int, kv_type: str):  # noqa: ANN202
+    from llama_cpp import Llama
+
+    kv = KV_TYPES.get(kv_type)
+    if kv is None:
+        raise ModelLoadError(path, f"unknown KV cache type {kv_type!r}; use one of {sorted(KV_TYPES)}")
+    kwargs = {"type_k": kv, "type_v": kv} if kv_type != "f16" else {}
+    try:
+        return Llama(
+            model_path=path,
+            n_ctx=n_ctx,
+            n_gpu_layers=n_gpu_layers,
+            n_threads=n_threads or None,
+            verbose=False,
+            flash_attn=kv_type != "f16",
+            **kwargs,
+        )
+    except (ValueError, RuntimeError, OSError) as exc:
+        raise ModelLoadError(path, str(exc) or type(exc).__name__) from exc
+
+
+def _token_text(vocab, token: int) -> str | None:  # noqa: ANN001
+    if token < 0:
+        return None
+    raw = llama_cpp().llama_vocab_get_text(vocab, token)
+    return raw.decode("utf-8", errors="replace") if raw else None
+
+
+def fim_tokens(llm) -> FimTokens | None:  # noqa: ANN001
+    """The FIM markers llama.cpp found in this model's vocabulary, or None."""
+    lib = llama_cpp()
+    vocab = lib.llama_model_get_vocab(llm.model)
+    pre = _token_text(vocab, lib.llama_vocab_fim_pre(vocab))
+    suf = _token_text(vocab, lib.llama_vocab_fim_suf(vocab))
+    mid = _token_text(vocab, lib.llama_vocab_fim_mid(vocab))
+    if not (pre and suf and mid):
+        return None
+    eot = [_token_text(vocab, lib.llama_vocab_eot(vocab)), _token_text(vocab, lib.llama_vocab_fim_pad(vocab))]
+    return FimTokens(
+        prefix=pre,
+        suffix=suf,
+        middle=mid,
+        file_sep=_token_text(vocab, lib.llama_vocab_fim_sep(vocab)),
+        repo_name=_token_text(vocab, lib.llama_vocab_fim_rep(vocab)),
+        eot=tuple(t for t in eot if t),
+    )
+
+
+def _model_info(llm, path: str, n_gpu_layers: int) -> ModelInfo:  # noqa: ANN001
+    meta = llm.metadata
+    lib = llama_cpp()
+    vocab = lib.llama_model_get_vocab(llm.model)
+    gpu = n_gpu_layers != 0 and lib.llama_supports_gpu_offload()
+    return ModelInfo(
+        name=meta.get("general.name") or Path(path).stem,
+        path=path,
+        arch=meta.get("general.architecture", "unknown"),
+        n_ctx=llm.n_ctx(),
+        n_ctx_train=llm.n_ctx_train(),
+        fim=fim_tokens(llm),
+        chat_template=meta.get("tokenizer.chat_template") or None,
+        bos=_token_text(vocab, lib.llama_vocab_bos(vocab)),
+        eos=_token_text(vocab, lib.llama_vocab_eos(vocab)),
+        device="gpu" if gpu else "cpu",
+    )

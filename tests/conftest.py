@@ -1,0 +1,34 @@
+"""Shared fixtures: tiny GGUF models written once per session, and the sample workspace."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from gguf_factory import CHATML, write_tiny_gguf  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+SAMPLE = ROOT / "examples" / "flask_app"
+
+
+@pytest.fixture(scope="session")
+def models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Tiny random-weight GGUFs in every prompt-format variant."""
+    out = tmp_path_factory.mktemp("models")
+    write_tiny_gguf(out / "base.gguf")
+    write_tiny_gguf(out / "fim.gguf", fim=True)
+    write_tiny_gguf(out / "fim_vocab.gguf", fim="vocab")
+    write_tiny_gguf(out / "chat.gguf", chat_template=CHATML)
+    # Never ends a line or the text: generation runs until it is stopped.
+    write_tiny_gguf(out / "endless.gguf", newline=False, eos=False, n_embd=256, n_layer=4, n_ff=512)
+    return out
+
+
+@pytest.fixture(scope="session")
+def sample_dir() -> Path:
+    """The bundled Flask sample (read-only: copy it before changing files)."""
+    return SAMPLE

@@ -1,0 +1,5 @@
+package main
+
+func helperSum(a, b int) int {
+	return a + b
+}

@@ -1,0 +1,1 @@
+API_TOKEN = "never in context"

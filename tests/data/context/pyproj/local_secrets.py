@@ -1,0 +1,2 @@
+def secret_helper():
+    return "never in context (user secret glob)"

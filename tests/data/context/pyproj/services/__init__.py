@@ -1,0 +1,3 @@
+from .auth import AuthService
+
+__all__ = ["AuthService"]

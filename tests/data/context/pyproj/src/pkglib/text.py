@@ -1,0 +1,3 @@
+def slugify(value: str) -> str:
+    """Lowercase, dashes for spaces."""
+    return value.lower().replace(" ", "-")

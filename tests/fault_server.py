@@ -1,0 +1,130 @@
+"""A tiny OpenAI-compatible HTTP server on 127.0.0.1 that misbehaves on purpose, for remote tests.
+
+It makes the faults a real server will not make on demand: 5xx answers, a first byte slower than
+the client's timeout, an SSE stream cut short, a connection dropped mid-chunk.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+
+class FaultServer:
+    """Serves `/v1/models`, `/v1/completions`, `/v1/chat/completions` and `/tokenize`.
+
+    `mode` picks the behaviour: ok, error500 (the first `failures` requests), error429, slow,
+    truncated, drop, endless, stream_error. Requests and disconnects are recorded.
+    """
+
+    def __init__(self, model: str = "tiny-model") -> None:
+        self.model = model
+        self.mode = "ok"
+        self.failures = 10**9
+        self.delay_s = 0.0
+        self.requests: list[dict[str, Any]] = []
+        self.disconnected = threading.Event()
+        handler = type("Handler", (_Handler,), {"fault": self})
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self.httpd.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
+        threading.Thread(target=self.httpd.serve_forever, args=(0.05,), daemon=True).start()
+
+    def completion_requests(self) -> list[dict[str, Any]]:
+        """The recorded POSTs to a completions route."""
+        return [r for r in self.requests if r["path"].endswith("completions")]
+
+    def close(self) -> None:
+        """Stop serving."""
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+class _Handler(BaseHTTPRequestHandler):
+    fault: FaultServer
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
+        pass
+
+    def do_GET(self) -> None:
+        self._record(None)
+        if self.path == "/v1/models":
+            self._json(200, {"object": "list", "data": [{"id": self.fault.model, "max_model_len": 1024}]})
+        else:
+            self._json(404, {"detail": "Not Found"})
+
+    def do_POST(self) -> None:
+        body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
+        self._record(body)
+        if self.path == "/tokenize":
+            self._json(200, {"tokens": list(range(len(body.get("prompt", "").split())))})
+            return
+        if not self.path.endswith("completions"):
+            self._json(404, {"detail": "Not Found"})
+            return
+        self._complete(body, chat=self.path.endswith("chat/completions"))
+
+    def _record(self, body: Any) -> None:
+        self.fault.requests.append({"path": self.path, "headers": dict(self.headers), "body": body})
+
+    def _complete(self, body: dict[str, Any], chat: bool) -> None:
+        fault, mode = self.fault, self.fault.mode
+        if mode == "error500" and len(fault.completion_requests()) <= fault.failures:
+            self._json(500, {"error": {"message": "CUDA error: out of memory"}})
+        elif mode == "error429":
+            self._json(429, {"error": {"message": "too many requests"}}, {"Retry-After": "0"})
+        elif body.get("model") != fault.model:
+            self._json(404, {"error": {"message": f"The model `{body.get('model')}` does not exist."}})
+        else:
+            if mode == "slow":
+                time.sleep(fault.delay_s)
+            self._stream(body, chat, mode)
+
+    def _json(self, status: int, payload: Any, headers: dict[str, str] | None = None) -> None:
+        data = json.dumps(payload).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        for key, value in (headers or {}).items():
+            self.send_header(key, value)
+        self.end_headers()
+        self.wfile.write(data)
+
+    def _event(self, payload: Any) -> None:
+        data = f"data: {payload if isinstance(payload, str) else json.dumps(payload)}\n\n".encode()
+        self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
+        self.wfile.flush()
+
+    def _stream(self, body: dict[str, Any], chat: bool, mode: str) -> None:
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream")
+        self.send_header("Transfer-Encoding", "chunked")
+        self.end_headers()
+        count = 10**6 if mode == "endless" else min(int(body.get("max_tokens", 5)), 5)
+        try:
+            for i in range(count):
+                if mode == "truncated" and i == 2:
+                    self.wfile.write(b"0\r\n\r\n")  # a clean end of body, but no [DONE]
+                    return
+                if mode == "drop" and i == 2:
+                    self.wfile.write(b"400\r\ndata: {\"cho")  # chunk promises more than it sends
+                    self.wfile.flush()
+                    self.close_connection = True
+                    self.connection.shutdown(socket.SHUT_RDWR)
+                    return
+                if mode == "stream_error" and i == 1:
+                    self._event({"error": {"message": "context overflow"}})
+                    break
+                piece = {"delta": {"content": f"w{i} "}} if chat else {"text": f"w{i} "}
+                self._event({"choices": [{"index": 0, **piece, "finish_reason": None}]})
+                if mode == "endless":
+                    time.sleep(0.02)
+            self._event("[DONE]")
+            self.wfile.write(b"0\r\n\r\n")
+        except (BrokenPipeError, ConnectionResetError):
+            self.fault.disconnected.set()

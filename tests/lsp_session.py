@@ -1,0 +1,75 @@
+"""Start `codeflow serve` as a real subprocess and drive it with pytest-lsp's client."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+from lsprotocol import types
+from pytest_lsp import ClientServerConfig, LanguageClient, client_capabilities
+
+SERVER = [sys.executable, "-m", "codeflow.lsp_server.cli", "serve", "--log-level", "debug"]
+
+
+def isolated_env(home: Path, keep_cache: bool = False) -> dict[str, str]:
+    """The server's environment, with its own config (and, unless kept, cache) directories."""
+    env = dict(os.environ)
+    env["XDG_CONFIG_HOME"] = str(home / "config")
+    if not keep_cache:
+        env["XDG_CACHE_HOME"] = str(home / "cache")
+    return env
+
+
+@contextlib.asynccontextmanager
+async def lsp_session(
+    root: Path, options: dict[str, Any], home: Path, keep_cache: bool = False
+) -> AsyncIterator[LanguageClient]:
+    """An initialized client talking to a fresh server; shut down cleanly afterwards."""
+    config = ClientServerConfig(server_command=SERVER, server_env=isolated_env(home, keep_cache))
+    client = await config.start()
+    try:
+        await client.initialize_session(
+            types.InitializeParams(
+                capabilities=client_capabilities("visual-studio-code"),
+                root_uri=root.as_uri(),
+                workspace_folders=[types.WorkspaceFolder(uri=root.as_uri(), name=root.name)],
+                initialization_options=options,
+            )
+        )
+        yield client
+    finally:
+        with contextlib.suppress(Exception):
+            await client.shutdown_session()
+        await client.stop()
+
+
+def open_doc(client: LanguageClient, path: Path, text: str | None = None, language: str = "python") -> str:
+    """Send didOpen for a file (its disk text unless given); returns the URI."""
+    uri = path.as_uri()
+    client.text_document_did_open(
+        types.DidOpenTextDocumentParams(
+            text_document=types.TextDocumentItem(
+                uri=uri, language_id=language, version=1, text=path.read_text() if text is None else text
+            )
+        )
+    )
+    return uri
+
+
+def inline_params(uri: str, line: int, character: int, invoked: bool = False) -> types.InlineCompletionParams:
+    """Inline-completion params at a 0-based position."""
+    kind = types.InlineCompletionTriggerKind.Invoked if invoked else types.InlineCompletionTriggerKind.Automatic
+    return types.InlineCompletionParams(
+        text_document=types.TextDocumentIdentifier(uri=uri),
+        position=types.Position(line=line, character=character),
+        context=types.InlineCompletionContext(trigger_kind=kind),
+    )
+
+
+async def stats(client: LanguageClient) -> dict[str, Any]:
+    """The server's diagnostics of its last completion job."""
+    return await client.protocol.send_request_async("codeflow/stats", {})

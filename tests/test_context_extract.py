@@ -1,0 +1,105 @@
+"""Definition extraction and import resolution per language, on small fixture trees."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from codeflow.context.engine import ContextEngine, EngineConfig
+from codeflow.context.extract import extract
+from codeflow.context.imports import js_imports, python_imports, rust_imports
+
+DATA = Path(__file__).parent / "data" / "context"
+
+
+def _defs(rel: str) -> dict[str, list[tuple[str, str]]]:
+    path = DATA / rel
+    from codeflow.context.languages import language_of
+
+    fi = extract(str(path), language_of(path), path.read_bytes())
+    out: dict[str, list[tuple[str, str]]] = {}
+    for d in fi.defs:
+        out.setdefault(d.name, []).append((d.kind, d.parent))
+    return out
+
+
+@pytest.mark.parametrize(("rel", "expected"), [
+    ("pyproj/models.py", {"User": ("class", ""), "check_password": ("method", "User"),
+                          "find_by_email": ("method", "User"), "balance": ("attribute", "Account"),
+                          "label": ("property", "Account")}),
+    ("jsproj/src/lib/math.ts", {"add": ("function", ""), "Circle": ("class", ""), "area": ("method", "Circle"),
+                                "Shape": ("interface", ""), "Id": ("type", ""), "Color": ("enum", "")}),
+    ("jsproj/src/widgets/index.js", {"makeWidget": ("function", ""), "DEFAULT_SIZE": ("constant", "")}),
+    ("goproj/internal/store/store.go", {"Store": ("type", ""), "New": ("function", ""),
+                                        "Put": ("method", "Store"), "MaxItems": ("constant", "")}),
+    ("rustproj/src/shapes.rs", {"Point": ("class", ""), "norm": ("method", "Point"), "Area": ("interface", ""),
+                                "ORIGIN_NAME": ("constant", "")}),
+    ("javaproj/com/acme/model/Customer.java", {"Customer": ("class", ""), "getName": ("method", "Customer")}),
+    ("cproj/include/vec.h", {"vec": ("class", ""), "vec_push": ("function", ""), "VEC_CAP": ("constant", "")}),
+    ("cproj/main.cpp", {"Runner": ("class", ""), "run": ("method", "Runner")}),
+])
+def test_definitions_per_language(rel: str, expected: dict[str, tuple[str, str]]) -> None:
+    found = _defs(rel)
+    for name, kind_parent in expected.items():
+        assert kind_parent in found.get(name, []), (name, found)
+
+
+def test_python_signature_docstring_and_types() -> None:
+    path = DATA / "pyproj" / "models.py"
+    fi = extract(str(path), "python", path.read_bytes())
+    by_name = {d.name: d for d in fi.defs}
+    check = by_name["check_password"]
+    assert check.signature == "def check_password(self, password: str) -> bool"
+    assert check.docstring == "Whether the password matches."
+    assert check.type_ref == "bool"
+    assert by_name["User"].bases == ("db.Model",)
+    assert by_name["balance"].type_ref == "Money()"
+    assert by_name["find_by_email"].type_ref == "User"
+    assert (check.start_line, check.end_line) == (12, 14)
+
+
+def test_comment_docstrings_other_languages() -> None:
+    path = DATA / "goproj" / "internal" / "store" / "store.go"
+    fi = extract(str(path), "go", path.read_bytes())
+    assert {d.name: d.docstring for d in fi.defs}["New"] == "// New makes an empty Store."
+
+
+def test_import_statement_parsing() -> None:
+    binds = python_imports("from ..pkg.mod import (a, b as c)", 3)
+    assert [(b.local, b.module, b.name, b.level) for b in binds] == [("a", "pkg.mod", "a", 2),
+                                                                    ("c", "pkg.mod", "b", 2)]
+    dotted = python_imports("import os.path", 0)
+    assert [(b.local, b.module) for b in dotted] == [("os", "os"), ("os.path", "os.path")]
+    js = js_imports('import Def, { a, b as c } from "./x"', 0)
+    assert [(b.local, b.name) for b in js] == [("Def", "default"), ("a", "a"), ("c", "b")]
+    assert [(b.local, b.name) for b in js_imports('const { q } = require("./y")', 0)] == [("q", "q")]
+    rust = rust_imports("use crate::shapes::{Point, ORIGIN_NAME as O};", 0)
+    assert [(b.local, b.name, b.module) for b in rust] == [("Point", "Point", "crate::shapes"),
+                                                           ("O", "ORIGIN_NAME", "crate::shapes")]
+
+
+def _query(root: str, rel: str, needle: str, budget: int = 4000) -> list[tuple[str, int, int]]:
+    engine = ContextEngine([DATA / root], EngineConfig(use_cache=False))
+    engine.index_now()
+    path = DATA / root / rel
+    text = path.read_text()
+    line = next(i for i, s in enumerate(text.split("\n")) if needle in s)
+    packed = engine.query(path, text, line, len(text.split("\n")[line]), budget)
+    return [(s.path, s.start_line, s.end_line) for s in packed.snippets]
+
+
+@pytest.mark.parametrize(("root", "rel", "needle", "want"), [
+    ("jsproj", "src/main.ts", "const total", ["src/lib/math.ts:2", "src/lib/math.ts:10"]),
+    ("jsproj", "src/main.ts", "widgets.makeWidget", ["src/widgets/index.js:2"]),
+    ("goproj", "main.go", "s.Put", ["internal/store/store.go:9", "helpers.go:3", "internal/store/store.go:14"]),
+    ("rustproj", "src/main.rs", "println", ["src/shapes.rs:2", "src/shapes.rs:9"]),
+    ("javaproj", "com/acme/App.java", "getName", ["com/acme/model/Customer.java:4",
+                                                   "com/acme/model/Customer.java:11"]),
+    ("cproj", "main.cpp", "return vec_push", ["include/vec.h:11", "include/vec.h:3"]),
+])
+def test_cross_file_resolution(root: str, rel: str, needle: str, want: list[str]) -> None:
+    got = _query(root, rel, needle)
+    for w in want:
+        path, line = w.split(":")
+        assert any(p == path and a <= int(line) <= b for p, a, b in got), (w, got)

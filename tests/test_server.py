@@ -1,0 +1,226 @@
+"""End to end: `codeflow serve` as a subprocess, a pytest-lsp client, tiny real GGUF models."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import uuid
+from pathlib import Path
+
+import pytest
+from lsprotocol import types
+
+from lsp_session import inline_params, lsp_session, open_doc, stats
+
+SOURCE = "import os\n\n\ndef load_config(path):\n    with open(path) as fh:\n        return fh.read()\n\n\ndef main():\n    cfg = \n"
+
+
+@pytest.fixture
+def workspace(tmp_path: Path) -> Path:
+    root = tmp_path / "ws"
+    root.mkdir()
+    (root / "main.py").write_text(SOURCE)
+    return root
+
+
+async def test_initialize_advertises_inline_completion(workspace: Path, models_dir: Path, tmp_path: Path) -> None:
+    async with lsp_session(workspace, {"model": {"path": str(models_dir / "base.gguf")}}, tmp_path) as client:
+        result = client.protocol.server_capabilities
+        assert result.inline_completion_provider is not None
+        assert result.completion_provider is not None
+        sync = result.text_document_sync
+        assert sync.change == types.TextDocumentSyncKind.Incremental
+
+
+@pytest.mark.parametrize(
+    ("model", "kind"),
+    [("base.gguf", "prefix"), ("fim.gguf", "fim"), ("fim_vocab.gguf", "fim"), ("chat.gguf", "chat")],
+)
+async def test_inline_completion_picks_prompt_format(
+    workspace: Path, models_dir: Path, tmp_path: Path, model: str, kind: str
+) -> None:
+    options = {"model": {"path": str(models_dir / model)}, "completion": {"backgroundTokens": 0}}
+    async with lsp_session(workspace, options, tmp_path) as client:
+        uri = open_doc(client, workspace / "main.py")
+        result = await client.text_document_inline_completion_async(inline_params(uri, 9, 10, invoked=True))
+        assert isinstance(result, types.InlineCompletionList)
+        info = await stats(client)
+        assert info["prompt_kind"] == kind
+        assert info["tokens"] > 0 and not info["error"]
+        for item in result.items:
+            assert item.insert_text.strip()
+            assert item.insert_text == item.insert_text.rstrip()
+
+
+async def test_completion_fallback_returns_an_item(workspace: Path, models_dir: Path, tmp_path: Path) -> None:
+    options = {"model": {"path": str(models_dir / "endless.gguf")}, "completion": {"maxTokens": 12}}
+    async with lsp_session(workspace, options, tmp_path) as client:
+        uri = open_doc(client, workspace / "main.py")
+        result = await client.text_document_completion_async(
+            types.CompletionParams(
+                text_document=types.TextDocumentIdentifier(uri=uri),
+                position=types.Position(line=9, character=10),
+                context=types.CompletionContext(trigger_kind=types.CompletionTriggerKind.Invoked),
+            )
+        )
+        assert result is not None and len(result.items) == 1
+        item = result.items[0]
+        assert item.text_edit.new_text.strip()
+        assert item.text_edit.range.start == types.Position(line=9, character=10)
+
+
+async def _start_endless(client, uri: str, line: int, col: int) -> tuple[str, asyncio.Future]:
+    msg_id = str(uuid.uuid4())
+    future = client.protocol.send_request(
+        types.TEXT_DOCUMENT_INLINE_COMPLETION, inline_params(uri, line, col), msg_id=msg_id
+    )
+    return msg_id, asyncio.wrap_future(future)
+
+
+async def test_cancel_request_stops_generation(workspace: Path, models_dir: Path, tmp_path: Path) -> None:
+    options = {"model": {"path": str(models_dir / "endless.gguf")}, "completion": {"maxTokens": 100000}}
+    async with lsp_session(workspace, options, tmp_path) as client:
+        uri = open_doc(client, workspace / "main.py")
+        await client.text_document_inline_completion_async(inline_params(uri, 0, 0))  # load the model
+        msg_id, pending = await _start_endless(client, uri, 9, 10)
+        await asyncio.sleep(1.0)
+        client.protocol.notify(types.CANCEL_REQUEST, types.CancelParams(id=msg_id))
+        with pytest.raises(Exception):
+            await asyncio.wait_for(pending, timeout=10)
+        await asyncio.sleep(0.5)
+        first = await stats(client)
+        await asyncio.sleep(0.5)
+        second = await stats(client)
+        assert first["cancelled"] is True
+        assert first["tokens_after_cancel"] <= 1
+        assert 0 < first["tokens"] < 100000
+        assert second == first  # nothing generates any more
+
+
+async def test_newer_request_stops_the_stale_one(workspace: Path, models_dir: Path, tmp_path: Path) -> None:
+    options = {"model": {"path": str(models_dir / "endless.gguf")}, "completion": {"maxTokens": 100000}}
+    async with lsp_session(workspace, options, tmp_path) as client:
+        uri = open_doc(client, workspace / "main.py")
+        await client.text_document_inline_completion_async(inline_params(uri, 0, 0))
+        old_id, old = await _start_endless(client, uri, 9, 10)
+        await asyncio.sleep(1.0)
+        new_id, new = await _start_endless(client, uri, 5, 8)
+        result = await asyncio.wait_for(old, timeout=10)  # the stale request ends at once
+        assert isinstance(result, dict | types.InlineCompletionList)
+        await asyncio.sleep(0.3)
+        info = await stats(client)
+        assert info["cancelled"] is True and info["tokens_after_cancel"] <= 1
+        client.protocol.notify(types.CANCEL_REQUEST, types.CancelParams(id=new_id))
+        with pytest.raises(Exception):
+            await asyncio.wait_for(new, timeout=10)
+
+
+async def test_server_answers_while_generating(workspace: Path, models_dir: Path, tmp_path: Path) -> None:
+    options = {"model": {"path": str(models_dir / "endless.gguf")}, "completion": {"maxTokens": 100000}}
+    async with lsp_session(workspace, options, tmp_path) as client:
+        uri = open_doc(client, workspace / "main.py")
+        await client.text_document_inline_completion_async(inline_params(uri, 0, 0))
+        msg_id, pending = await _start_endless(client, uri, 9, 10)
+        await asyncio.sleep(0.5)
+        # The loop is free: another request is answered while the model generates.
+        info = await asyncio.wait_for(stats(client), timeout=2)
+        assert isinstance(info, dict)
+        assert not pending.done()
+        client.protocol.notify(types.CANCEL_REQUEST, types.CancelParams(id=msg_id))
+        with pytest.raises(Exception):
+            await asyncio.wait_for(pending, timeout=10)
+    # leaving the context manager ran shutdown/exit; the process must be gone
+    assert client._server.returncode is not None
+
+
+async def test_cache_serves_typing_through(workspace: Path, models_dir: Path, tmp_path: Path) -> None:
+    options = {"model": {"path": str(models_dir / "base.gguf")}, "completion": {"backgroundTokens": 64}}
+    async with lsp_session(workspace, options, tmp_path) as client:
+        uri = open_doc(client, workspace / "main.py")
+        first = await client.text_document_inline_completion_async(inline_params(uri, 9, 10))
+        await asyncio.sleep(0.5)
+        before = await stats(client)
+        if not first.items or len(first.items[0].insert_text) < 2:
+            pytest.skip("the random model produced a too-short first line")
+        typed = first.items[0].insert_text[0]
+        new_text = SOURCE.replace("    cfg = \n", f"    cfg = {typed}\n")
+        client.text_document_did_change(
+            types.DidChangeTextDocumentParams(
+                text_document=types.VersionedTextDocumentIdentifier(uri=uri, version=2),
+                content_changes=[types.TextDocumentContentChangePartial(
+                    range=types.Range(start=types.Position(line=9, character=10), end=types.Position(line=9, character=10)),
+                    text=typed,
+                )],
+            )
+        )
+        second = await client.text_document_inline_completion_async(inline_params(uri, 9, 11))
+        after = await stats(client)
+        assert second.items and second.items[0].insert_text == first.items[0].insert_text[1:]
+        assert after["cache_hits"] == before["cache_hits"] + 1
+        assert new_text.count(typed) >= 1
+
+
+async def test_bad_requests_get_empty_results_and_server_lives(
+    workspace: Path, models_dir: Path, tmp_path: Path
+) -> None:
+    async with lsp_session(workspace, {"model": {"path": str(models_dir / "base.gguf")}}, tmp_path) as client:
+        uri = open_doc(client, workspace / "main.py")
+        missing = (workspace / "nope.py").as_uri()
+        assert (await client.text_document_inline_completion_async(inline_params(missing, 0, 0))).items == []
+        assert (await client.text_document_inline_completion_async(inline_params(uri, 500, 0))).items == []
+        assert (await client.text_document_inline_completion_async(inline_params(uri, 3, 999))).items == []
+        binary = workspace / "blob.py"
+        binary.write_bytes(b"\x00\x01\xffgarbage\xfe")
+        assert (await client.text_document_inline_completion_async(inline_params(binary.as_uri(), 0, 0))).items == []
+        bin_uri = open_doc(client, workspace / "bin2.py", text="ab\x00cd\n")
+        assert (await client.text_document_inline_completion_async(inline_params(bin_uri, 0, 1))).items == []
+        huge = open_doc(client, workspace / "huge.py", text="x = '" + "a" * 1_000_000 + "'\n")
+        result = await client.text_document_inline_completion_async(inline_params(huge, 0, 500_000))
+        assert isinstance(result, types.InlineCompletionList)
+        info = await stats(client)
+        assert info["prompt_chars"] < 20_000  # the window was cut, not the whole megabyte
+        ok = await client.text_document_inline_completion_async(inline_params(uri, 9, 10, invoked=True))
+        assert isinstance(ok, types.InlineCompletionList)
+        assert (await stats(client))["tokens"] > 0
+
+
+async def test_invalid_setting_is_named_and_previous_value_kept(
+    workspace: Path, models_dir: Path, tmp_path: Path
+) -> None:
+    options = {"model": {"path": str(models_dir / "base.gguf")}, "completion": {"maxTokens": "lots"}}
+    async with lsp_session(workspace, options, tmp_path) as client:
+        await asyncio.sleep(0.2)
+        texts = [m.message for m in client.messages]
+        assert any("completion.maxTokens" in t for t in texts), texts
+        client.workspace_did_change_configuration(
+            types.DidChangeConfigurationParams(settings={"codeflow": {"completion": {"temperature": "hot"}}})
+        )
+        uri = open_doc(client, workspace / "main.py")
+        result = await client.text_document_inline_completion_async(inline_params(uri, 9, 10, invoked=True))
+        assert isinstance(result, types.InlineCompletionList)
+        assert any("completion.temperature" in m.message for m in client.messages)
+        assert (await stats(client))["tokens"] > 0  # still completing with the old values
+
+
+@pytest.mark.parametrize("broken", ["missing", "corrupt"])
+async def test_bad_model_file_is_reported_then_recovers(
+    workspace: Path, models_dir: Path, tmp_path: Path, broken: str
+) -> None:
+    bad = tmp_path / "bad.gguf"
+    if broken == "corrupt":
+        bad.write_bytes(b"GGUF" + b"\x03\x00\x00\x00" + b"\xff" * 64)
+    async with lsp_session(workspace, {"model": {"path": str(bad)}}, tmp_path) as client:
+        uri = open_doc(client, workspace / "main.py")
+        result = await client.text_document_inline_completion_async(inline_params(uri, 9, 10))
+        assert result.items == []
+        await asyncio.sleep(0.2)
+        errors = [m.message for m in client.messages if m.type == types.MessageType.Error]
+        assert any("bad.gguf" in e for e in errors), errors
+        good = tmp_path / "good.gguf"
+        shutil.copy(models_dir / "base.gguf", good)
+        client.workspace_did_change_configuration(
+            types.DidChangeConfigurationParams(settings={"codeflow": {"model": {"path": str(good)}}})
+        )
+        await client.text_document_inline_completion_async(inline_params(uri, 9, 10, invoked=True))
+        assert (await stats(client))["tokens"] > 0
+

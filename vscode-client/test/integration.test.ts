@@ -1,0 +1,181 @@
+// Starts the real `codeflow serve` with the launch options and settings the extension builds, and
+// drives it over JSON-RPC as vscode-languageclient would. Needs the project's venv (skipped without).
+import { spawn, execFileSync, type ChildProcess } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { pathToFileURL } from 'node:url';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import {
+  createMessageConnection,
+  StreamMessageReader,
+  StreamMessageWriter,
+  type MessageConnection,
+} from 'vscode-jsonrpc/node';
+import { Codeflow, STATUS_NOTIFICATION } from '../src/extension';
+import { buildServerSettings } from '../src/settings';
+import * as vscode from './mocks/vscode';
+
+const repo = path.resolve(__dirname, '..', '..');
+const venvBin = path.join(repo, '.venv', 'bin');
+const server = process.env.CODEFLOW_COMMAND ?? path.join(venvBin, 'codeflow');
+const haveServer = fs.existsSync(server);
+
+interface Status { state: string; backend: string; device: string; model: string; message: string }
+
+let tmp: string;
+let workspace: string;
+let proc: ChildProcess;
+let conn: MessageConnection;
+let cf: Codeflow;
+let initResult: { capabilities: Record<string, any> };
+const statuses: Status[] = [];
+const logs: string[] = [];
+let stderr = '';
+
+function writeTinyModel(file: string): void {
+  const code = [
+    'import sys',
+    `sys.path.insert(0, ${JSON.stringify(path.join(repo, 'tests'))})`,
+    'from gguf_factory import write_tiny_gguf',
+    `write_tiny_gguf(${JSON.stringify(file)}, fim=True)`,
+  ].join('\n');
+  execFileSync(path.join(venvBin, 'python'), ['-c', code], { stdio: 'inherit' });
+}
+
+async function waitFor<T>(what: string, probe: () => T | undefined, ms = 120000): Promise<T> {
+  const end = Date.now() + ms;
+  for (;;) {
+    const value = probe();
+    if (value !== undefined) return value;
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}; statuses ${JSON.stringify(statuses)}; stderr ${stderr.slice(-2000)}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+function cursorAt(file: string, needle: string): { line: number; character: number } {
+  const lines = fs.readFileSync(file, 'utf8').split('\n');
+  const line = lines.findIndex((l) => l.includes(needle));
+  return { line, character: lines[line].indexOf(needle) + needle.length };
+}
+
+describe.skipIf(!haveServer)('the real server, launched as the extension launches it', () => {
+  beforeAll(async () => {
+    vscode.resetMock();
+    tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'cf-int-'));
+    workspace = path.join(tmp, 'flask_app');
+    fs.cpSync(path.join(repo, 'examples', 'flask_app'), workspace, { recursive: true });
+    const model = path.join(tmp, 'tiny-fim.gguf');
+    writeTinyModel(model);
+    vscode.workspace.workspaceFolders = [{ uri: vscode.Uri.file(workspace), name: 'flask_app', index: 0 }];
+    for (const [k, v] of Object.entries({
+      'server.command': server,
+      'model.path': model,
+      'model.chatPath': model,
+      'model.nGpuLayers': 0,
+      'model.nCtx': 512,
+      'context.budgetTokens': 512,
+      'context.cache': false,
+      'completion.maxTokens': 8,
+      logLevel: 'debug',
+    })) vscode.settingsStore.set(k, v);
+
+    cf = new Codeflow();
+    const launch = cf.serverOptions() as { command: string; args: string[]; options: { cwd: string; env: NodeJS.ProcessEnv } };
+    expect(launch.command).toBe(server);
+    expect(launch.args).toEqual(['serve', '--log-level', 'debug']);
+    // What vscode-languageclient does with an Executable without a transport: spawn and pipe stdio.
+    proc = spawn(launch.command, launch.args, { ...launch.options, env: { ...launch.options.env, HOME: tmp } });
+    proc.stderr!.on('data', (d) => (stderr += String(d)));
+    conn = createMessageConnection(new StreamMessageReader(proc.stdout!), new StreamMessageWriter(proc.stdin!));
+    conn.onNotification(STATUS_NOTIFICATION, (p: Status) => { statuses.push(p); });
+    conn.onNotification('window/logMessage', (p: { message: string }) => { logs.push(p.message); });
+    conn.onNotification('window/showMessage', (p: { message: string }) => { logs.push(`show: ${p.message}`); });
+    conn.onNotification('$/progress', () => undefined);
+    conn.onRequest('window/workDoneProgress/create', () => null);
+    conn.onRequest('client/registerCapability', () => null);
+    conn.onRequest('window/showMessageRequest', () => null);
+    const pull = cf.middleware().workspace!.configuration as unknown as (p: unknown) => unknown;
+    conn.onRequest('workspace/configuration', (params) => pull(params));
+    conn.listen();
+
+    const rootUri = pathToFileURL(workspace).toString();
+    initResult = await conn.sendRequest('initialize', {
+      processId: process.pid,
+      rootUri,
+      workspaceFolders: [{ uri: rootUri, name: 'flask_app' }],
+      capabilities: {
+        window: { workDoneProgress: true },
+        textDocument: { inlineCompletion: { dynamicRegistration: true }, synchronization: {} },
+        workspace: { configuration: true, workspaceFolders: true },
+      },
+      initializationOptions: cf.clientOptions().initializationOptions,
+    });
+    await conn.sendNotification('initialized', {});
+  });
+
+  afterAll(async () => {
+    if (conn) {
+      await conn.sendRequest('shutdown').catch(() => undefined);
+      await conn.sendNotification('exit').catch(() => undefined);
+      conn.dispose();
+    }
+    if (proc && proc.exitCode === null) {
+      await new Promise((r) => {
+        const t = setTimeout(() => { proc.kill('SIGKILL'); r(null); }, 10000);
+        proc.on('exit', () => { clearTimeout(t); r(null); });
+      });
+    }
+    cf?.dispose();
+    if (tmp) fs.rmSync(tmp, { recursive: true, force: true });
+  });
+
+  it('advertises inline completion and the commands the extension calls', () => {
+    const caps = initResult.capabilities;
+    expect(caps.inlineCompletionProvider).toBeTruthy();
+    expect(caps.executeCommandProvider.commands).toContain('codeflow.showContext');
+  });
+
+  it('reports codeflow/status in the shape the status bar renders, and takes the settings', async () => {
+    const ready = await waitFor('a ready status', () => statuses.find((s) => ['ready', 'error', 'fallback'].includes(s.state)));
+    expect(['local', 'remote', 'none']).toContain(ready.backend);
+    expect(ready.state, `server said: ${ready.message}; log: ${logs.join('\n')}`).toBe('ready');
+    expect(logs.filter((l) => l.includes('invalid setting'))).toEqual([]);
+  });
+
+  it('answers inline completion for the sample workspace', async () => {
+    const file = path.join(workspace, 'app.py');
+    const uri = pathToFileURL(file).toString();
+    await conn.sendNotification('textDocument/didOpen', {
+      textDocument: { uri, languageId: 'python', version: 1, text: fs.readFileSync(file, 'utf8') },
+    });
+    const position = cursorAt(file, '    user = ');
+    const result = await conn.sendRequest('textDocument/inlineCompletion', {
+      textDocument: { uri },
+      position,
+      context: { triggerKind: 1 },
+    }) as { items: { insertText: unknown; range?: { start: { line: number } } }[] };
+    expect(Array.isArray(result.items)).toBe(true);
+    expect(result.items.length).toBeGreaterThan(0);
+    for (const item of result.items) {
+      expect(typeof item.insertText).toBe('string');
+      expect(item.range?.start.line).toBe(position.line);
+    }
+  });
+
+  it('showContext returns snippets within the budget from initializationOptions, and follows didChangeConfiguration', async () => {
+    const file = path.join(workspace, 'app.py');
+    const arg = { uri: pathToFileURL(file).toString(), position: cursorAt(file, '    user = ') };
+    const first = await conn.sendRequest('workspace/executeCommand', { command: 'codeflow.showContext', arguments: [arg] }) as any;
+    expect(first.budget).toBe(512);
+    expect(first.used).toBeLessThanOrEqual(512);
+    expect(Array.isArray(first.snippets)).toBe(true);
+    expect(first.snippets.map((s: { path: string }) => s.path).join(' ')).toMatch(/models\.py/);
+
+    vscode.settingsStore.set('context.budgetTokens', 256);
+    await conn.sendNotification('workspace/didChangeConfiguration', { settings: buildServerSettings(cf.getter()) });
+    const second = await conn.sendRequest('workspace/executeCommand', { command: 'codeflow.showContext', arguments: [arg] }) as any;
+    expect(second.budget).toBe(256);
+    expect(second.used).toBeLessThanOrEqual(256);
+  });
+});
