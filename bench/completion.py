@@ -78,7 +78,8 @@ class Session:
         elapsed = time.perf_counter() - started
         stats = await self.client.protocol.send_request_async("codeflow/stats", {})
         items = result.items if result else []
-        return (items[0].insert_text if items else ""), elapsed, dict(stats)
+        stats = stats._asdict() if hasattr(stats, "_asdict") else dict(stats)
+        return (items[0].insert_text if items else ""), elapsed, stats
 
     async def stop(self) -> None:
         await self.client.shutdown_async(None)

@@ -6,7 +6,7 @@ and through `WorkerBackend` (a child process), alternating, and reports the time
 that were considered: msgspec msgpack frames over subprocess pipes (used) and a multiprocessing
 "spawn" Pipe (pickle).
 
-Run: `python bench/worker.py [MODEL.gguf] [--runs N] [--tokens N]`.
+Run: `codeflow bench worker [MODEL.gguf] [--runs N] [--tokens N]`.
 """
 
 from __future__ import annotations
@@ -21,11 +21,12 @@ import time
 from pathlib import Path
 from typing import Any
 
+from report import table, write
+
 from codeflow.quant.backend import CancelToken, GenOptions, Prompt
 from codeflow.quant.worker import WorkerBackend
 from codeflow.quant.worker_protocol import Channel, Piece
 
-RESULTS = Path(__file__).parent / "results" / "worker.json"
 PROMPT = "def fibonacci(n):\n    \"\"\"Return the n-th Fibonacci number.\"\"\"\n"
 
 
@@ -36,7 +37,7 @@ def _timed_run(backend: Any, opts: GenOptions, key: str) -> tuple[float, str]:
 
 
 def measure_boundary(
-    model_path: str, n: int = 5, *, max_tokens: int = 64, n_ctx: int = 512, n_threads: int = 2
+    model_path: str, n: int = 5, *, max_tokens: int = 32, n_ctx: int = 512, n_threads: int = 1
 ) -> dict[str, Any]:
     """Median generation time through the worker over in-process, same prompt and tokens."""
     from codeflow.quant.local import LocalBackend
@@ -67,6 +68,7 @@ def measure_boundary(
         "model": str(model_path),
         "runs": n,
         "max_tokens": max_tokens,
+        "n_threads": n_threads,
         "same_output": pieces >= 0,
         "output_tokens": pieces,
         "in_process_s": round(in_proc, 5),
@@ -102,9 +104,13 @@ def compare_channels(n: int = 2000) -> dict[str, float]:
     msgpack_us = _round_trips(lambda: (channel.send(message), channel.receive()), n)
     proc.stdin.close()
     proc.wait()
+    # Spawn pickles the target by module name; under `codeflow bench` this file is loaded as
+    # `bench_worker`, which a child cannot import, so take the target from `worker` (bench/).
+    import worker as importable
+
     ctx = multiprocessing.get_context("spawn")
     parent, child = ctx.Pipe()
-    process = ctx.Process(target=_pipe_echo, args=(child,), daemon=True)
+    process = ctx.Process(target=importable._pipe_echo, args=(child,), daemon=True)
     process.start()
     pickle_us = _round_trips(lambda: (parent.send(message), parent.recv()), n)
     parent.close()
@@ -123,23 +129,47 @@ def _round_trips(call: Any, n: int) -> float:
     return round(statistics.median(samples) * 1e6, 1)
 
 
+def _markdown(result: dict[str, Any]) -> str:
+    b, c = result["boundary"], result["channels"]
+    rows = [
+        ("in-process generation, median s", b["in_process_s"]),
+        ("through the worker process, median s", b["worker_s"]),
+        ("ratio worker / in-process", b["ratio"]),
+        ("overhead per output token, us", b["overhead_per_token_us"]),
+        ("worker start (spawn + load), s", b["worker_startup_s"]),
+        ("one-piece round trip, msgspec frames over pipes (used), us", c["msgspec_pipes_us"]),
+        ("one-piece round trip, multiprocessing spawn Pipe, us", c["multiprocessing_pipe_us"]),
+        ("round trip / in-process time per token", result["ipc_share"]),
+    ]
+    return (
+        "## Worker-process boundary\n\n"
+        f"`codeflow bench worker`: {b['runs']} alternating runs of {b['max_tokens']} tokens on "
+        f"`{Path(b['model']).name}` ({b['n_threads']} thread), same prompt and output (same_output={b['same_output']}).\n\n"
+        + table(rows, ("measure", "value"))
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Measure, print and save the results as JSON."""
-    parser = argparse.ArgumentParser(prog="bench worker")
+    """Measure, then save bench/results/worker.json and the README section."""
+    parser = argparse.ArgumentParser(prog="codeflow bench worker")
     parser.add_argument("model", nargs="?", help="GGUF file (default: the embedded default model)")
     parser.add_argument("--runs", type=int, default=5)
-    parser.add_argument("--tokens", type=int, default=64)
+    parser.add_argument("--tokens", type=int, default=32)
+    # One thread by default: on a small shared CPU, two OpenMP threads stall each other.
+    parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args(argv)
     if args.model is None:
         from codeflow.quant.models import default_model_path
 
         args.model = str(default_model_path())
-    result = {
-        "boundary": measure_boundary(args.model, args.runs, max_tokens=args.tokens),
+    result: dict[str, Any] = {
+        "boundary": measure_boundary(args.model, args.runs, max_tokens=args.tokens, n_threads=args.threads),
         "channels": compare_channels(),
     }
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(result, indent=2) + "\n")
+    # The floor of the boundary's cost, free of the run-to-run noise in the two medians.
+    per_token_s = result["boundary"]["in_process_s"] / max(1, result["boundary"]["output_tokens"])
+    result["ipc_share"] = round(result["channels"]["msgspec_pipes_us"] * 1e-6 / per_token_s, 5)
+    write("worker", result, _markdown(result))
     print(json.dumps(result, indent=2))
     return 0
 

@@ -13,6 +13,7 @@ import msgspec
 
 from codeflow.context import rank, surroundings
 from codeflow.context.cache import default_dir
+from codeflow.context.describe import enrich
 from codeflow.context.errors import PositionError
 from codeflow.context.extract import definition_at
 from codeflow.context.languages import SPECS, language_of
@@ -141,7 +142,8 @@ class ContextEngine:
     def definitions_in(self, path: Path) -> list[Definition]:
         """Every indexed definition of a file (functions, classes, methods, types, constants)."""
         fi = self.index.get(_abs(path))
-        return list(fi.defs) if fi is not None else []
+        lines = self.ws.lines_of(_abs(path)) if fi is not None else None
+        return [enrich(fi.lang, lines, d) for d in fi.defs] if fi is not None and lines else []
 
     def function_at(self, path: Path, text: str, line: int) -> Definition | None:
         """The innermost function, method or class around a 0-based line of `text`."""
@@ -150,7 +152,8 @@ class ContextEngine:
         if lang is None:
             return None
         _, tree = self.ws.buffer_state(key, text)
-        return definition_at(lang, text.encode("utf-8", "surrogatepass"), tree, line) if tree else None
+        found = definition_at(lang, text.encode("utf-8", "surrogatepass"), tree, line) if tree else None
+        return enrich(lang, text.split("\n"), found) if found is not None else None
 
     def callers_of(self, name: str) -> list[Usage]:
         """Where `name` is used across the workspace, definitions excluded, for hovers."""

@@ -13,3 +13,7 @@ class PositionError(ContextError):
 
 class UnreadableFileError(ContextError):
     """A file is binary, too large or cannot be decoded as text."""
+
+
+class EditRejectedError(ContextError):
+    """A model's answer cannot become a safe edit (no code, breaks the syntax, stale document)."""

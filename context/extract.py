@@ -11,9 +11,6 @@ from codeflow.context.languages import SPECS, LanguageSpec, parser, query
 from codeflow.context.symbols import Definition, FileIndex, ImportBinding
 
 _IDENT = re.compile(rb"[A-Za-z_][A-Za-z0-9_]*")
-_COMMENTS = ("comment", "line_comment", "block_comment")
-_MAX_SIG = 240
-_MAX_DOC = 300
 
 
 def _text(data: bytes, node: ts.Node) -> str:
@@ -108,18 +105,12 @@ def _definition(spec: LanguageSpec, data: bytes, caps: dict[str, list[ts.Node]])
 def _make(lang: str, data: bytes, node: ts.Node, name: str, kind: str, parent: str, **extra: object,
           ) -> Definition:
     body = node.child_by_field_name("body")
-    if body is not None and body.start_byte > node.start_byte:
-        head = data[node.start_byte:body.start_byte].decode("utf-8", "replace")
-    else:
-        head = _text(data, node).split("\n", 1)[0]
-    signature = " ".join(head.split()).rstrip(":{ ")[:_MAX_SIG]
-    exported = _exported(lang, name, node)
+    start, end = node.start_point, node.end_point
     return Definition(
-        name=name, kind=kind, start_line=node.start_point[0], start_col=node.start_point[1],
-        end_line=node.end_point[0], end_col=node.end_point[1],
-        body_line=body.start_point[0] if body is not None else -1, signature=signature,
-        docstring=extra.pop("docstring", None) or _comment_doc(data, node),  # type: ignore[arg-type]
-        parent=parent, exported=exported, **extra,  # type: ignore[arg-type]
+        name=name, kind=kind, start_line=start[0], start_col=start[1], end_line=end[0], end_col=end[1],
+        body_line=body.start_point[0] if body is not None else -1,
+        body_col=body.start_point[1] if body is not None else 0,
+        parent=parent, exported=_exported(lang, name, node), **extra,  # type: ignore[arg-type]
     )
 
 
@@ -134,50 +125,24 @@ def _exported(lang: str, name: str, node: ts.Node) -> bool:
     return True
 
 
-def _comment_doc(data: bytes, node: ts.Node) -> str:
-    anchor = node.parent if node.parent is not None and node.parent.type == "export_statement" else node
-    lines: list[str] = []
-    prev = anchor.prev_named_sibling
-    row = anchor.start_point[0]
-    while prev is not None and prev.type in _COMMENTS and prev.end_point[0] >= row - 1:
-        lines.insert(0, _text(data, prev))
-        row = prev.start_point[0]
-        prev = prev.prev_named_sibling
-    doc = "\n".join(lines).strip()
-    return doc[:_MAX_DOC]
-
-
-def _python_doc(data: bytes, node: ts.Node) -> str:
-    body = node.child_by_field_name("body")
-    first = body.named_children[0] if body is not None and body.named_children else None
-    if first is None or first.type != "expression_statement" or not first.named_children:
-        return ""
-    string = first.named_children[0]
-    if string.type != "string":
-        return ""
-    text = _text(data, string).lstrip("rRuUbBfF").strip("\"'")
-    return text.strip().split("\n\n", 1)[0][:_MAX_DOC]
-
-
 def _python_definition(data: bytes, node: ts.Node, name: str, kind: str, parent: str,
                        ) -> list[Definition]:
     if kind in ("variable", "constant"):
         ref = pyinfer.clean_annotation(_text(data, node.child_by_field_name("type"))) \
             if node.child_by_field_name("type") is not None else \
             pyinfer.value_ref(node.child_by_field_name("right"))
-        return [_make("python", data, node, name, kind, parent, type_ref=ref, docstring="")]
-    doc = _python_doc(data, node)
+        return [_make("python", data, node, name, kind, parent, type_ref=ref)]
     if kind == "class":
         args = node.child_by_field_name("superclasses")
         bases = tuple(_text(data, a) for a in (args.named_children if args else ())
                       if a.type in ("identifier", "attribute"))
-        return [_make("python", data, node, name, kind, parent, bases=bases, docstring=doc)]
+        return [_make("python", data, node, name, kind, parent, bases=bases)]
     returns = node.child_by_field_name("return_type")
     ref = pyinfer.clean_annotation(_text(data, returns)) if returns is not None else ""
     decorated = node.parent is not None and node.parent.type == "decorated_definition"
     if decorated and b"property" in data[node.parent.start_byte:node.start_byte]:
         kind = "property"
-    out = [_make("python", data, node, name, kind, parent, type_ref=ref, docstring=doc)]
+    out = [_make("python", data, node, name, kind, parent, type_ref=ref)]
     if name == "__init__" and parent:
         out.extend(_self_attributes(data, node, parent))
     return out
@@ -203,7 +168,7 @@ def _self_attributes(data: bytes, init: ts.Node, parent: str) -> list[Definition
         seen.add(attr)
         stmt = caps["assign"][0]
         out.append(_make("python", data, stmt, attr, "attribute", parent,
-                         type_ref=found.get(attr, ""), docstring=""))
+                         type_ref=found.get(attr, "")))
     return out
 
 

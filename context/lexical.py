@@ -14,15 +14,18 @@ def tokens(text: str) -> frozenset[str]:
 
 
 def windows(lines: list[str], size: int, step: int) -> list[tuple[int, int, frozenset[str]]]:
-    """(first line, last line, identifiers) of each window; 0-based inclusive lines."""
+    """(first line, last line, identifiers) of each window of `size` lines, every `step` lines;
+    0-based inclusive. Each step-sized block is tokenized once and windows are unions of blocks."""
+    per = max(1, size // step)
+    blocks = [tokens("\n".join(lines[i:i + step])) for i in range(0, max(1, len(lines)), step)]
     out: list[tuple[int, int, frozenset[str]]] = []
-    start = 0
-    while True:
-        end = min(len(lines), start + size)
-        out.append((start, end - 1, tokens("\n".join(lines[start:end]))))
-        if end >= len(lines):
-            return out
-        start += step
+    for k in range(len(blocks)):
+        group = blocks[k:k + per]
+        start = k * step
+        out.append((start, min(len(lines), start + size) - 1, frozenset().union(*group)))
+        if k + per >= len(blocks):
+            break
+    return out
 
 
 def jaccard(a: frozenset[str], b: frozenset[str]) -> float:

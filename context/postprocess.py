@@ -11,6 +11,8 @@ from codeflow.context.scope import opens_block
 OPENERS = {"(": ")", "[": "]", "{": "}"}
 CLOSERS = {v: k for k, v in OPENERS.items()}
 _FENCE = re.compile(r"^\s*```[\w+-]*\s*$")
+# Terminal controls and undecodable bytes never belong in source text (tabs and newlines do).
+_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f\ufffd]")
 
 
 def decide_multiline(prefix: str, suffix: str, language: str, invoked: bool) -> bool:
@@ -27,7 +29,7 @@ def decide_multiline(prefix: str, suffix: str, language: str, invoked: bool) -> 
 
 def postprocess(raw: str, prefix: str, suffix: str, *, multiline: bool, language: str = "") -> str:
     """The text to show for `raw`, or "" when nothing useful is left."""
-    text = _strip_fences(raw.replace("\r", ""))
+    text = _strip_fences(_CONTROL.sub("", raw))
     if not multiline:
         text = text.split("\n", 1)[0]
     else:

@@ -22,6 +22,8 @@ from codeflow.context.symbols import FileIndex
 
 _BUILTINS = frozenset(dir(builtins))
 Windows = list[tuple[int, int, frozenset[str]]]
+# Files scanned for similar windows per query: open files first, then linked and sibling files.
+LEXICAL_FILES = 8
 
 
 class Candidate(msgspec.Struct, kw_only=True):
@@ -144,9 +146,14 @@ def _unresolved_members(col: _Collector, ch: Chain, per: list[list[Target]], whe
 
 
 def _by_name(inp: RankInput, name: str, members: bool) -> list[Target]:
-    hits = [Target(fi.path, d, "by name") for fi, d in inp.index.named(name)
-            if fi.path != inp.current.path and bool(d.parent) == members and d.kind != "attribute"]
-    return sorted(hits, key=lambda t: t.path)[:2] if len(hits) <= 3 else []
+    """Definitions found by name alone, only when the name is nearly unique in the workspace."""
+    hits: list[Target] = []
+    for fi, d in inp.index.named(name):
+        if fi.path != inp.current.path and bool(d.parent) == members and d.kind != "attribute":
+            hits.append(Target(fi.path, d, "by name"))
+            if len(hits) > 3:
+                return []
+    return sorted(hits, key=lambda t: t.path)[:2]
 
 
 def _head_weights(sur: Surroundings) -> dict[str, float]:
@@ -234,7 +241,7 @@ def _lexical(col: _Collector) -> None:
     here = os.path.dirname(inp.current.path)
     near = sorted(p for p in inp.index.in_dir(here) if p != inp.current.path)
     linked = sorted({c.path for c in col.found.values()})
-    for path in list(dict.fromkeys([*inp.open_paths, *linked, *near]))[:12]:
+    for path in list(dict.fromkeys([*inp.open_paths, *linked, *near]))[:LEXICAL_FILES]:
         if path != inp.current.path:
             _windows(col, path, 2, 0.0, 1.0, "similar code")
 

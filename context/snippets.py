@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from codeflow.context.describe import docstring, signature
 from codeflow.context.symbols import Definition, FileIndex
 
 FULL_FUNCTION_LINES = 14
@@ -18,13 +19,13 @@ def _elided(lang: str, indent: str) -> str:
     return f"{indent}    ..." if lang == "python" else f"{indent}    // ..."
 
 
-def _header_lines(lines: list[str], d: Definition) -> list[str]:
+def _header_lines(lang: str, lines: list[str], d: Definition) -> list[str]:
     """The signature lines and (Python) the docstring, up to a few lines."""
     stop = d.body_line if d.body_line > d.start_line else d.start_line + 1
     head = lines[d.start_line:min(stop, d.start_line + 6)]
-    if d.docstring and d.body_line >= 0:
-        doc_lines = d.docstring.count("\n") + 1
-        head += lines[d.body_line:d.body_line + min(doc_lines, 4)]
+    doc = docstring(lang, lines, d) if lang == "python" else ""
+    if doc and d.body_line >= 0:
+        head += lines[d.body_line:d.body_line + min(doc.count("\n") + 1, 4)]
     return head
 
 
@@ -35,16 +36,16 @@ def definition_text(lang: str, lines: list[str], d: Definition) -> tuple[str, bo
     if len(span) <= limit:
         return "\n".join(_cap(s) for s in span), True
     indent = span[0][:len(span[0]) - len(span[0].lstrip())] if span else ""
-    return "\n".join([*(_cap(s) for s in _header_lines(lines, d)), _elided(lang, indent)]), False
+    return "\n".join([*(_cap(s) for s in _header_lines(lang, lines, d)), _elided(lang, indent)]), False
 
 
 def _signature_line(lang: str, lines: list[str], d: Definition, indent: str) -> str:
     if d.kind in ("variable", "constant", "attribute"):
-        first = lines[d.start_line].strip() if d.start_line < len(lines) else d.signature
+        first = lines[d.start_line].strip() if d.start_line < len(lines) else ""
         return indent + _cap(first)
     if lang == "python":
-        return f"{indent}{_cap(d.signature)}: ..."
-    return f"{indent}{_cap(d.signature)}" + (" { ... }" if d.body_line >= 0 else "")
+        return f"{indent}{_cap(signature(lines, d))}: ..."
+    return f"{indent}{_cap(signature(lines, d))}" + (" { ... }" if d.body_line >= 0 else "")
 
 
 def class_skeleton(lang: str, lines: list[str], fi: FileIndex, cls: Definition) -> str:
@@ -52,12 +53,12 @@ def class_skeleton(lang: str, lines: list[str], fi: FileIndex, cls: Definition) 
     text, whole = definition_text(lang, lines, cls)
     if whole:
         return text
-    out = [_cap(s) for s in _header_lines(lines, cls)]
+    out = [_cap(s) for s in _header_lines(lang, lines, cls)]
     members = [d for d in fi.defs if d.parent == cls.name and cls.start_line < d.start_line <= cls.end_line]
     indent = " " * (members[0].start_col if members else cls.start_col + 4)
     for d in members[:MAX_SKELETON_ENTRIES]:
         if d.kind == "attribute":
-            out.append(f"{indent}{_cap(d.signature)}")
+            out.append(f"{indent}{_cap(signature(lines, d))}")
         else:
             out.append(_signature_line(lang, lines, d, " " * d.start_col if d.start_col else indent))
     if len(members) > MAX_SKELETON_ENTRIES:

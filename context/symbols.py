@@ -16,6 +16,8 @@ class Definition(msgspec.Struct, kw_only=True, frozen=True, array_like=True):
     end_col: int
     # The line where the body starts, or -1 when the definition has no body (a constant).
     body_line: int = -1
+    body_col: int = 0
+    # Filled on demand by `describe.enrich` (hover, skeletons); empty in the index.
     signature: str = ""
     docstring: str = ""
     # The enclosing class, struct, impl or interface; "" at the top level.

@@ -52,6 +52,7 @@ class Workspace:
         self._lines: _Lru = _Lru(LRU_FILES)
         self._windows: _Lru = _Lru(LRU_FILES)
         self._saved_generation = -1
+        self._admissible: dict[str, bool] = {}
         self._lock = threading.RLock()
 
     # Paths -----------------------------------------------------------------------------------
@@ -68,13 +69,18 @@ class Workspace:
 
     def admissible(self, path: str) -> bool:
         """Whether the file may be indexed and quoted: inside a root, supported, not ignored/secret."""
-        flt = self.filter_for(path)
-        return flt is not None and flt.admissible(Path(path))
+        known = self._admissible.get(path)
+        if known is None:
+            flt = self.filter_for(path)
+            known = self._admissible[path] = flt is not None and flt.admissible(Path(path))
+        return known
 
     def rel(self, path: str) -> str:
         """A path relative to its root, with forward slashes."""
         flt = self.filter_for(path)
-        return Path(path).relative_to(flt.root).as_posix() if flt else Path(path).as_posix()
+        if flt is None:
+            return Path(path).as_posix()
+        return os.path.relpath(path, flt.root).replace(os.sep, "/")
 
     # Indexing --------------------------------------------------------------------------------
 
@@ -130,6 +136,7 @@ class Workspace:
                 continue
             if os.path.basename(path) in IGNORE_FILES:
                 flt.forget_ignores(Path(path).parent)
+                self._admissible.clear()
             if os.path.isdir(path):
                 if not flt.ignored(Path(path), is_dir=True):
                     for p in walk_under(flt, Path(path)):

@@ -32,6 +32,9 @@ def run(args: argparse.Namespace) -> int:
     )
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     logging.basicConfig(level=args.log_level.upper(), handlers=[handler], force=True)
+    # Their INFO/DEBUG lines echo every message and file event; Codeflow logs what matters.
+    for noisy in ("pygls", "watchdog"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
     address = parse_address(args.tcp) if args.tcp else None
     from codeflow.lsp_server.server import server
 

@@ -10,6 +10,7 @@ cancelled one, stops the running job within one token step.
 from __future__ import annotations
 
 import logging
+import re
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -26,6 +27,9 @@ log = logging.getLogger(__name__)
 CHARS_PER_TOKEN = 3.2
 # The prefix window starts on a multiple of this many lines, so it stays put while typing.
 WINDOW_STEP = 32
+# The identifier being typed: the prompt stops before it and the answer must start with it, so
+# the model is not asked to continue half a token ("user = U" must not become "UUser").
+WORD_TAIL = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,31}$")
 
 
 class CompletionRequest(msgspec.Struct, kw_only=True, frozen=True):
@@ -61,6 +65,7 @@ class Stats(msgspec.Struct, kw_only=True):
     tokens_after_cancel: int = 0
     cache_hits: int = 0
     error: str = ""
+    prompt: str = ""
 
 
 class ContextSource(Protocol):
@@ -108,11 +113,21 @@ def window(prefix: str, suffix: str, prefix_tokens: int, suffix_tokens: int) -> 
     return "\n".join(lines[start:]), suffix[: max(cut, 0)]
 
 
+def fit_budgets(n_ctx: int, max_tokens: int, context: int, prefix: int, suffix: int) -> tuple[int, int, int]:
+    """Shrink the (context, prefix, suffix) token budgets so prompt and answer fit n_ctx."""
+    room = max(64, n_ctx - max_tokens - 32)
+    suffix = min(suffix, room // 8)
+    prefix = min(prefix, room - suffix)
+    return max(0, min(context, room - prefix - suffix)), prefix, suffix
+
+
 class _Job:
     """One generation, growing `raw` from a worker thread."""
 
-    def __init__(self, req: CompletionRequest, built: BuiltPrompt, multiline: bool) -> None:
+    def __init__(self, req: CompletionRequest, base: str, built: BuiltPrompt, multiline: bool) -> None:
         self.req = req
+        # The prompt ends at `base`: the prefix without the word being typed (token healing).
+        self.base = base
         self.built = built
         self.multiline = multiline
         self.cancel = CancelToken()
@@ -120,7 +135,7 @@ class _Job:
         self.done = False
         self.error: Exception | None = None
         self.cond = threading.Condition()
-        self.stats = Stats(key=req.key, prompt_kind=built.kind, prompt_chars=len(built.text))
+        self.stats = Stats(key=req.key, prompt_kind=built.kind, prompt_chars=len(built.text), prompt=built.text)
 
     def append(self, piece: str) -> None:
         with self.cond:
@@ -162,16 +177,25 @@ class CompletionService:
     def complete(self, req: CompletionRequest, cancel: CancelToken) -> Completion:
         """Blocking: the completion for `req`; raises Cancelled when `cancel` is set first."""
         hit = self._cached(req)
-        job, offset = hit if hit else (self._start(req), 0)
+        job = hit if hit else self._start(req)
+        typed = req.prefix[len(job.base):]
         multiline = decide_multiline(req.prefix, req.suffix, req.language, req.invoked)
+
+        def ready(raw: str) -> bool:
+            if not raw.startswith(typed):
+                return len(raw) >= len(typed)  # the model went elsewhere: nothing to show
+            return self._enough(job, raw[len(typed):], req, multiline)
+
         try:
-            raw = job.wait(lambda r: self._enough(job, r[offset:], req, multiline), cancel)
+            raw = job.wait(ready, cancel)
         except Cancelled:
             job.cancel.cancel()
             raise
         if job.error is not None and not raw:
             raise job.error
-        text = postprocess(raw[offset:], req.prefix, req.suffix, multiline=multiline, language=req.language)
+        text = ""
+        if raw.startswith(typed):
+            text = postprocess(raw[len(typed):], req.prefix, req.suffix, multiline=multiline, language=req.language)
         if hit:
             job.stats.cache_hits += 1
         return Completion(text=text, multiline=multiline, from_cache=hit is not None, prompt_kind=job.built.kind)
@@ -179,12 +203,16 @@ class CompletionService:
     def stream(self, req: CompletionRequest, cancel: CancelToken) -> Iterator[str]:
         """Blocking generator of the shown text as it grows, line by line (for the CLI)."""
         job = self._start(req)
+        typed = req.prefix[len(job.base):]
         multiline = decide_multiline(req.prefix, req.suffix, req.language, req.invoked)
         shown, seen = "", -1
         try:
             while True:
-                raw = job.wait(lambda r: len(r) != seen, cancel)
-                seen = len(raw)
+                whole = job.wait(lambda r: len(r) != seen, cancel)
+                seen = len(whole)
+                if len(whole) >= len(typed) and not whole.startswith(typed):
+                    return
+                raw = whole[len(typed):]
                 finished = job.done or self._enough(job, raw, req, multiline)
                 upto = raw if finished else raw[: raw.rfind("\n") + 1]
                 text = postprocess(upto, req.prefix, req.suffix, multiline=multiline, language=req.language)
@@ -209,19 +237,19 @@ class CompletionService:
         shown = postprocess(complete, req.prefix, req.suffix, multiline=True, language=req.language)
         return len(shown) < len(complete.rstrip())
 
-    def _cached(self, req: CompletionRequest) -> tuple[_Job, int] | None:
-        """The job whose output continues what the user has typed since it started."""
+    def _cached(self, req: CompletionRequest) -> _Job | None:
+        """The job whose output continues what the user has typed since its prompt ended."""
         with self._lock:
             job = self._jobs.get(req.key)
         if job is None or job.error is not None or job.req.suffix != req.suffix:
             return None
         if not req.prefix.startswith(job.req.prefix):
             return None
-        typed = req.prefix[len(job.req.prefix):]
+        typed = req.prefix[len(job.base):]
         with job.cond:
             raw = job.raw
             if raw.startswith(typed) and (len(raw) > len(typed) or not job.done):
-                return job, len(typed)
+                return job
         return None
 
     def _start(self, req: CompletionRequest) -> _Job:
@@ -230,10 +258,12 @@ class CompletionService:
         backend = self._backend()
         fmt = prompt_format(backend.info)
         multiline = decide_multiline(req.prefix, req.suffix, req.language, req.invoked)
-        built = self._build(req, fmt, backend)
-        job = _Job(req, built, multiline)
         cfg = self.settings.completion
         max_tokens = (cfg.max_tokens_invoked if multiline else cfg.max_tokens) + cfg.background_tokens
+        fragment = WORD_TAIL.search(req.prefix[-64:])
+        base = req.prefix[: len(req.prefix) - len(fragment.group(0))] if fragment else req.prefix
+        built = self._build(req, base, fmt, backend, max_tokens)
+        job = _Job(req, base, built, multiline)
         opts = GenOptions(max_tokens=max_tokens, temperature=cfg.temperature, stop=built.stop)
         with self._lock:
             self._jobs[req.key] = job
@@ -241,13 +271,18 @@ class CompletionService:
         thread.start()
         return job
 
-    def _build(self, req: CompletionRequest, fmt: PromptFormat, backend: Backend) -> BuiltPrompt:
+    def _build(
+        self, req: CompletionRequest, base: str, fmt: PromptFormat, backend: Backend, max_tokens: int
+    ) -> BuiltPrompt:
         cfg = self.settings.context
-        prefix, suffix = window(req.prefix, req.suffix, cfg.prefix_tokens, cfg.suffix_tokens)
+        budget, prefix_tokens, suffix_tokens = fit_budgets(
+            backend.info.n_ctx, max_tokens, cfg.budget_tokens, cfg.prefix_tokens, cfg.suffix_tokens
+        )
+        prefix, suffix = window(base, req.suffix, prefix_tokens, suffix_tokens)
         context = ""
-        if self.context is not None and cfg.enabled:
+        if self.context is not None and cfg.enabled and budget > 0:
             try:
-                context = self.context.context_text(req, cfg.budget_tokens, backend.count_tokens, fmt.file_sep)
+                context = self.context.context_text(req, budget, backend.count_tokens, fmt.file_sep)
             except Exception:  # a context failure must not cost the user the completion
                 log.exception("context retrieval failed for %s; completing without it", req.path)
         return build_prompt(fmt, context=context, prefix=prefix, suffix=suffix, path=req.path, language=req.language)
@@ -271,7 +306,7 @@ class CompletionService:
         job.stats.tokens_after_cancel = job.cancel.tokens_after_cancel
         self.last = job.stats
         job.finish(error)
-        log.debug("job %s: %s", job.req.key, msgspec.json.encode(job.stats).decode())
+        log.debug("job %s: %d tokens, first after %.3fs", job.req.key, job.stats.tokens, job.stats.first_token_s)
 
     def stop_all(self) -> None:
         """Cancel every running job (their output so far stays cached)."""

@@ -92,18 +92,27 @@ class Runtime:
         m = self.settings.model
 
         def make() -> Backend:
-            from codeflow.quant.local import LocalBackend
+            if chat and m.chat_path.startswith("recorded:"):  # test/demo answers (quant/recorded.py)
+                from codeflow.quant.recorded import RecordedBackend
 
+                return RecordedBackend(m.chat_path.removeprefix("recorded:"))
             path = resolve_chat_model(m.chat_path) if chat else resolve_model(m.path)
             if path is None:
                 from codeflow.quant.errors import ModelNotFoundError
 
                 raise ModelNotFoundError("no chat model is set (model.chatPath is empty)")
-            layers = self._gpu_layers(path)
-            return LocalBackend(
-                path, n_ctx=m.n_ctx, n_gpu_layers=layers, n_threads=m.n_threads, kv_type=m.kv_type,
-                warm_slots=self.settings.completion.warm_documents,
-            )
+            options = {
+                "n_ctx": m.n_ctx, "n_gpu_layers": self._gpu_layers(path), "n_threads": m.n_threads,
+                "kv_type": m.kv_type, "warm_slots": self.settings.completion.warm_documents,
+            }
+            if m.in_process:
+                from codeflow.quant.local import LocalBackend
+
+                return LocalBackend(path, **options)
+            # A llama.cpp abort or an OOM kill takes the worker down, never the server.
+            from codeflow.quant.worker import WorkerBackend
+
+            return WorkerBackend(str(path), **options)
 
         return make
 

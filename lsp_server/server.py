@@ -220,12 +220,7 @@ async def inline_completion(
     result = await ls.complete(params.text_document.uri, params.position, invoked)
     if result is None:
         return types.InlineCompletionList(items=[])
-    items = convert.inline_items(result, params.position)
-    if params.partial_result_token is not None and items.items:
-        # Partial results carry the whole answer; the final response is then empty (LSP 3.17).
-        ls.progress(types.ProgressParams(token=params.partial_result_token, value=items.items))
-        return types.InlineCompletionList(items=[])
-    return items
+    return convert.inline_items(result, params.position)
 
 
 @server.feature(types.TEXT_DOCUMENT_COMPLETION, types.CompletionOptions(trigger_characters=[".", "(", " "]))
@@ -235,13 +230,20 @@ async def completion(ls: CodeflowServer, params: types.CompletionParams) -> type
     result = await ls.complete(params.text_document.uri, params.position, invoked)
     if result is None:
         return types.CompletionList(is_incomplete=True, items=[])
-    return convert.completion_items(result, params.position)
+    answer = convert.completion_items(result, params.position)
+    if params.partial_result_token is not None and answer.items:
+        # Partial results carry the items; the final response is then empty (LSP 3.17).
+        ls.progress(types.ProgressParams(token=params.partial_result_token, value=answer))
+        return types.CompletionList(is_incomplete=True, items=[])
+    return answer
 
 
 @server.command(SHOW_CONTEXT)
-async def show_context(ls: CodeflowServer, args: list) -> dict:
+async def show_context(ls: CodeflowServer, *args: object) -> dict:
     """The packed context for a cursor, as `codeflow context --json` prints it."""
-    return await ls.show_context(args)
+    # pygls passes each command argument positionally; `args: list` would make it structure the
+    # first argument (the {uri, position} object) as a list of its keys.
+    return await ls.show_context(list(args))
 
 
 @server.feature(STATS_METHOD)
@@ -254,3 +256,6 @@ def stats(ls: CodeflowServer, params: object) -> dict:
 async def shutdown(ls: CodeflowServer, params: None) -> None:
     """Stop generating and release the models before exit."""
     await asyncio.to_thread(ls.runtime.close)
+
+
+from codeflow.lsp_server import actions  # noqa: E402,F401  (registers code actions and hovers)

@@ -33,6 +33,8 @@ class ModelSettings(_Base):
     n_gpu_layers: int = -1
     n_threads: int = 0
     kv_type: Literal["f16", "q8_0", "q4_0"] = "f16"
+    # Run llama.cpp inside the server process instead of a worker process (debugging only).
+    in_process: bool = False
 
 
 class CompletionSettings(_Base):
@@ -86,6 +88,8 @@ class HoverSettings(_Base):
 
     enabled: bool = True
     wait_ms: int = 300
+    # Tokens the chat model may spend on one explanation.
+    explain_max_tokens: int = 256
 
 
 class Settings(_Base):

@@ -174,18 +174,27 @@ def _read_header(buf: mmap.mmap, path: Path) -> tuple[dict[str, Any], list[Tenso
     for _ in range(n_kv):
         key = cur.string()
         meta[key] = cur.value(cur.take("<I"))
-    tensors = [_read_tensor(cur) for _ in range(n_tensors)]
+    ends: list[int] = []
+    tensors = [_read_tensor(cur, ends) for _ in range(n_tensors)]
+    align = meta.get("general.alignment", 32)
+    align = align if isinstance(align, int) and align > 0 else 32
+    data_end = -(-cur.pos // align) * align + max(ends, default=0)
+    if data_end > len(buf):
+        raise GGUFError(
+            f"{path}: tensor data runs to byte {data_end} but the file has {len(buf)} bytes "
+            "(truncated download?)"
+        )
     return meta, tensors
 
 
-def _read_tensor(cur: _Cursor) -> TensorInfo:
+def _read_tensor(cur: _Cursor, ends: list[int]) -> TensorInfo:
     name = cur.string()
     n_dims = cur.take("<I")
     if n_dims > 8:
         raise GGUFError(f"{cur.path}: tensor {name} has {n_dims} dimensions")
     shape = tuple(cur.take("<Q") for _ in range(n_dims))
     ttype = cur.take("<I")
-    cur.take("<Q")  # data offset; sizes come from the shape and type
+    offset = cur.take("<Q")  # relative to the aligned start of the data section
     try:
         qtype = gguf.GGMLQuantizationType(ttype)
         block, size = gguf.GGML_QUANT_SIZES[qtype]
@@ -195,9 +204,11 @@ def _read_tensor(cur: _Cursor) -> TensorInfo:
     for d in shape:
         n_elements *= d
     match = _LAYER.match(name)
+    n_bytes = n_elements // block * size
+    ends.append(offset + n_bytes)
     return TensorInfo(
         name=name, type=qtype.name, shape=shape, n_elements=n_elements,
-        n_bytes=n_elements // block * size, layer=int(match.group(1)) if match else None,
+        n_bytes=n_bytes, layer=int(match.group(1)) if match else None,
     )
 
 

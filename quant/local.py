@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import codecs
 import ctypes
 import logging
 import threading
@@ -10,7 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from codeflow.quant.backend import CancelToken, FimTokens, GenOptions, ModelInfo, Prompt
-from codeflow.quant.errors import BackendError, ModelLoadError, ModelNotFoundError
+from codeflow.quant.errors import ModelLoadError, ModelNotFoundError
 
 log = logging.getLogger(__name__)
 
@@ -78,38 +79,56 @@ class LocalBackend:
         return self._llm.tokenize(text.encode("utf-8"), add_bos=add_bos, special=True)
 
     def stream(self, prompt: Prompt, opts: GenOptions, cancel: CancelToken) -> Iterator[str]:
-        """Yield text pieces; checks `cancel` after every token, so it stops within one step."""
+        """Yield text pieces; `cancel` is checked after every token, so it stops within one step."""
         with self._lock:
-            tokens = self.tokenize(prompt.text, add_bos=prompt.add_bos)
-            room = self._llm.n_ctx() - len(tokens)
-            if room <= 0:
-                raise BackendError(f"prompt has {len(tokens)} tokens, context holds {self._llm.n_ctx()}")
+            tokens = self._fit(self.tokenize(prompt.text, add_bos=prompt.add_bos), opts.max_tokens)
             self._switch_to(prompt.key, tokens)
-            chunks = self._llm.create_completion(
-                tokens,
-                max_tokens=min(opts.max_tokens, room),
-                temperature=opts.temperature,
-                top_p=opts.top_p,
-                stop=list(opts.stop) or None,
-                stream=True,
-                seed=opts.seed,
+            self._llm.set_seed(opts.seed)
+            # generate() yields every token, unlike create_completion(stream=True), which holds
+            # tokens back while their bytes are not valid UTF-8 and then cannot be cancelled.
+            steps = self._llm.generate(
+                tokens, temp=opts.temperature, top_p=opts.top_p, top_k=40, min_p=0.05, repeat_penalty=1.0
             )
             try:
-                yield from self._drain(chunks, cancel)
+                yield from self._decode(steps, opts, cancel)
             finally:
-                chunks.close()
+                steps.close()
 
-    def _drain(self, chunks: Iterator[dict], cancel: CancelToken) -> Iterator[str]:
-        for chunk in chunks:
+    def _fit(self, tokens: list[int], max_tokens: int) -> list[int]:
+        """Keep the prompt inside the context; drop its oldest tokens (after BOS) if it must."""
+        limit = self._llm.n_ctx() - max(8, min(max_tokens, self._llm.n_ctx() // 4))
+        if len(tokens) <= limit:
+            return tokens
+        log.warning("prompt has %d tokens, context holds %d: dropping its start", len(tokens), limit)
+        return tokens[:1] + tokens[len(tokens) - limit + 1:]
+
+    def _decode(self, steps: Iterator[int], opts: GenOptions, cancel: CancelToken) -> Iterator[str]:
+        """Turn token ids into text: UTF-8 decoded incrementally, stop strings held back."""
+        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        vocab = llama_cpp().llama_model_get_vocab(self._llm.model)
+        held, produced = "", []
+        for count, token in enumerate(steps, start=1):
             self.tokens_generated += 1
             if cancel.cancelled:
                 cancel.tokens_after_cancel += 1
                 return
-            text = chunk["choices"][0]["text"]
-            if text:
-                yield text
-            if cancel.cancelled:
+            if llama_cpp().llama_vocab_is_eog(vocab, token):
+                break
+            held += decoder.decode(self._llm.detokenize([token], prev_tokens=produced))
+            produced.append(token)
+            cut = _find_stop(held, opts.stop)
+            if cut is not None:
+                if held[:cut]:
+                    yield held[:cut]
                 return
+            safe = len(held) - _stop_overlap(held, opts.stop)
+            if safe > 0:
+                yield held[:safe]
+                held = held[safe:]
+            if count >= opts.max_tokens or cancel.cancelled:
+                break
+        if held:
+            yield held
 
     def _switch_to(self, key: str, tokens: list[int]) -> None:
         """Restore the saved KV state of `key` when it shares more with `tokens` than the live one."""
@@ -158,6 +177,23 @@ class LocalBackend:
             self._llm.close()
 
 
+def _find_stop(text: str, stops: tuple[str, ...]) -> int | None:
+    """Where the first stop string starts in `text`, if any does."""
+    hits = [i for i in (text.find(s) for s in stops if s) if i >= 0]
+    return min(hits) if hits else None
+
+
+def _stop_overlap(text: str, stops: tuple[str, ...]) -> int:
+    """How many trailing characters of `text` could begin a stop string (held back)."""
+    best = 0
+    for stop in stops:
+        for n in range(min(len(stop) - 1, len(text)), 0, -1):
+            if text.endswith(stop[:n]):
+                best = max(best, n)
+                break
+    return best
+
+
 def llama_cpp():  # noqa: ANN201 - the low-level module
     """The low-level llama_cpp module, imported on first use (it loads the shared library)."""
     import llama_cpp as module
@@ -173,17 +209,24 @@ def _load(path: str, n_ctx: int, n_gpu_layers: int, n_threads: int, kv_type: str
         raise ModelLoadError(path, f"unknown KV cache type {kv_type!r}; use one of {sorted(KV_TYPES)}")
     kwargs = {"type_k": kv, "type_v": kv} if kv_type != "f16" else {}
     try:
-        return Llama(
+        # verbose=False would point fd 1 at /dev/null while loading (llama_cpp's
+        # suppress_stdout_stderr): LSP messages the event loop writes meanwhile would be lost.
+        llm = Llama(
             model_path=path,
             n_ctx=n_ctx,
             n_gpu_layers=n_gpu_layers,
             n_threads=n_threads or None,
-            verbose=False,
+            verbose=True,
             flash_attn=kv_type != "f16",
             **kwargs,
         )
     except (ValueError, RuntimeError, OSError) as exc:
         raise ModelLoadError(path, str(exc) or type(exc).__name__) from exc
+    from llama_cpp._logger import set_verbose
+
+    llm.verbose = False  # quiet from here on, by log level rather than by redirecting fds
+    set_verbose(False)
+    return llm
 
 
 def _token_text(vocab, token: int) -> str | None:  # noqa: ANN001
@@ -223,7 +266,7 @@ def _model_info(llm, path: str, n_gpu_layers: int) -> ModelInfo:  # noqa: ANN001
         path=path,
         arch=meta.get("general.architecture", "unknown"),
         n_ctx=llm.n_ctx(),
-        n_ctx_train=llm.n_ctx_train(),
+        n_ctx_train=llama_cpp().llama_model_n_ctx_train(llm.model),
         fim=fim_tokens(llm),
         chat_template=meta.get("tokenizer.chat_template") or None,
         bos=_token_text(vocab, lib.llama_vocab_bos(vocab)),

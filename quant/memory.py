@@ -32,8 +32,8 @@ KV_PAD = 256
 # CUDA context, cuBLAS workspace and driver reservations per GPU.
 GPU_RUNTIME_BYTES = 600 * MIB
 # Host memory of the llama.cpp runtime and loaded vocabulary, fitted against measured RSS.
-HOST_BASE_BYTES = 8 * MIB
-VOCAB_BYTES_PER_TOKEN = 120
+HOST_BASE_BYTES = 4 * MIB
+VOCAB_BYTES_PER_TOKEN = 170
 
 
 class Geometry(msgspec.Struct, kw_only=True, frozen=True):
@@ -54,6 +54,8 @@ class Geometry(msgspec.Struct, kw_only=True, frozen=True):
     output_bytes: int
     tied_output: bool = False
     loop: int = 1
+    # Sliding-window layers get a second attention mask (Gemma 3 and similar).
+    swa: bool = False
 
 
 class RunConfig(msgspec.Struct, kw_only=True, frozen=True):
@@ -66,6 +68,8 @@ class RunConfig(msgspec.Struct, kw_only=True, frozen=True):
     flash_attn: bool = False
     # Outputs per batch the caller asks for: 1 for generation (llama-cpp-python's default).
     n_outputs: int = 1
+    # Cache cells the attention reads; 0 means all of them, the worst case a plan must allow.
+    n_kv: int = 0
 
 
 class DeviceUse(msgspec.Struct, kw_only=True, frozen=True):
@@ -118,15 +122,16 @@ def kv_layer_bytes(geom: Geometry, cfg: RunConfig) -> int:
 def compute_bytes(geom: Geometry, cfg: RunConfig, *, n_outputs: int, host: bool) -> int:
     """Peak scratch memory of one worst-case ubatch: full cache, `n_outputs` logits rows."""
     t = min(cfg.n_ubatch, cfg.n_batch, kv_cells(cfg.n_ctx))
-    k = kv_cells(cfg.n_ctx)
-    stream = 4 * t * geom.n_embd
+    k = kv_cells(min(cfg.n_kv, cfg.n_ctx) if cfg.n_kv else cfg.n_ctx)
+    # The residual stream and the attention output (wider than n_embd on e.g. Gemma 3).
+    stream = 4 * t * max(geom.n_embd, geom.n_head * geom.head_dim_v)
+    masks = 2 if geom.swa else 1
     if cfg.flash_attn:
-        attn = 4 * t * geom.n_head * geom.head_dim_v * 2 + 2 * k * t
+        attn = 4 * t * geom.n_head * geom.head_dim_v * 2 + 2 * k * t * masks
     else:
         kq = 4 * k * t * geom.n_head
-        mask = 4 * k * t
         # The CPU backend converts KQ to f16 for the KQ*V product, in its own work buffer.
-        attn = kq + mask + (kq // 2 if host else 0)
+        attn = kq + 4 * k * t * masks + (kq // 2 if host else 0)
     ffn = 4 * t * geom.n_ff * 2
     logits = 4 * geom.n_vocab * max(1, n_outputs)
     return max(attn, ffn, logits) + 6 * stream
@@ -165,7 +170,7 @@ def geometry_from_gguf(info: GGUFInfo) -> Geometry:
         n_head_kv=info.n_head_kv, head_dim_k=info.head_dim_k, head_dim_v=info.head_dim_v,
         n_ff=info.n_ff, n_vocab=info.n_vocab, n_ctx_train=info.n_ctx_train,
         layer_bytes=tuple(layers), input_bytes=info.global_bytes("token_embd."),
-        output_bytes=output, tied_output=tied, loop=info.loop,
+        output_bytes=output, tied_output=tied, loop=info.loop, swa=info.sliding_window > 0,
     )
 
 

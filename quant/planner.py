@@ -138,7 +138,7 @@ def _kv_order(kv_type: str | None) -> list[tuple[str, bool]]:
 
 def _gpu_placement(geom: Geometry, hw: Hardware, n_ctx: int, kv_type: str | None) -> _Placement | None:
     full = geom.n_layer + 1
-    for kv, needs_fa in _kv_order(kv_type):
+    for kv, _ in _kv_order(kv_type):
         # On a GPU flash attention is always worth it: it removes the n_ctx x n_ubatch KQ buffer.
         est = _run(geom, full, kv, True, n_ctx, hw)
         if _fits(est, hw):
@@ -149,7 +149,8 @@ def _gpu_placement(geom: Geometry, hw: Hardware, n_ctx: int, kv_type: str | None
         mid = (lo + hi) // 2
         est = _run(geom, mid, kv, True, n_ctx, hw)
         if _fits(est, hw):
-            best, lo = _Placement(n_gpu_layers=mid, kv_type=kv, flash_attn=True, estimate=est, tier=1), mid + 1
+            best = _Placement(n_gpu_layers=mid, kv_type=kv, flash_attn=True, estimate=est, tier=1)
+            lo = mid + 1
         else:
             hi = mid - 1
     return best
@@ -179,11 +180,13 @@ def _choose(options: list[tuple[Candidate, _Placement]], prefer: Prefer) -> tupl
         return max(good, key=lambda o: (o[1].tier, -o[1].estimate.weights_bytes))
     # Quality: the largest quant that keeps the best tier reachable (partial offload is far slower).
     top = max(o[1].tier for o in options)
-    return max((o for o in options if o[1].tier == top), key=lambda o: (o[0].bpw, -o[1].n_gpu_layers))
+    # F32 holds no more than F16, so bits past 16 do not count; then the smaller file wins.
+    return max((o for o in options if o[1].tier == top),
+               key=lambda o: (min(o[0].bpw, 16.0), -o[1].estimate.weights_bytes))
 
 
 def _gib(n: int) -> str:
-    return f"{n / GIB:.1f} GiB"
+    return f"{n / GIB:.1f} GiB" if n >= GIB // 10 else f"{n / 2**20:.1f} MiB"
 
 
 def _capacity(hw: Hardware) -> str:
@@ -210,8 +213,9 @@ def _why_remote(cands: list[Candidate], hw: Hardware, n_ctx: int, kv_type: str |
 
 
 def _reason(cand: Candidate, pl: _Placement, hw: Hardware, prefer: Prefer) -> str:
+    on_gpu = sum(d.n_layers for d in pl.estimate.per_device if d.device != "cpu")
     where = {2: f"all {cand.geometry.n_layer} layers on {len(hw.gpus)} GPU(s)",
-             1: f"{pl.n_gpu_layers} of {cand.geometry.n_layer} layers on GPU, the rest on CPU",
+             1: f"{on_gpu} of {cand.geometry.n_layer} layers and the output on GPU, the rest on CPU",
              0: "CPU only"}[pl.tier]
     return (f"{cand.quant} fits with {where}, {pl.kv_type} KV cache: needs "
             f"{_gib(pl.estimate.total_bytes)}; {_capacity(hw)}; preference {prefer}")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import socket
+import ssl
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -21,7 +22,7 @@ class FaultServer:
     truncated, drop, endless, stream_error. Requests and disconnects are recorded.
     """
 
-    def __init__(self, model: str = "tiny-model") -> None:
+    def __init__(self, model: str = "tiny-model", tls: tuple[str, str] | None = None) -> None:
         self.model = model
         self.mode = "ok"
         self.failures = 10**9
@@ -31,7 +32,13 @@ class FaultServer:
         handler = type("Handler", (_Handler,), {"fault": self})
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
         self.httpd.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
+        scheme = "http"
+        if tls is not None:  # (certificate file, key file)
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.load_cert_chain(*tls)
+            self.httpd.socket = context.wrap_socket(self.httpd.socket, server_side=True)
+            scheme = "https"
+        self.url = f"{scheme}://127.0.0.1:{self.httpd.server_address[1]}/v1"
         threading.Thread(target=self.httpd.serve_forever, args=(0.05,), daemon=True).start()
 
     def completion_requests(self) -> list[dict[str, Any]]:

@@ -56,6 +56,7 @@ def write_tiny_gguf(
     n_ctx: int = 2048,
     newline: bool = True,
     eos: bool = True,
+    byte_output: bool = True,
     seed: int = 0,
 ) -> Path:
     """Write a runnable random-weight GGUF; `fim` is True/"metadata" (ids in metadata) or "vocab"."""
@@ -97,6 +98,10 @@ def write_tiny_gguf(
     ]
     if not newline:
         banned.append(ids["<0x0A>"])
+    if not byte_output:
+        # Byte tokens still encode the prompt; they are only kept out of the output, because
+        # llama-cpp-python's streaming re-decodes an undecodable byte run on every token.
+        banned += [i for i, t in enumerate(types) if t == gguf.TokenType.BYTE and tokens[i] != "<0x0A>"]
     for name, array in _weights(len(tokens), n_layer, n_embd, n_head, n_head_kv, n_ff, banned, seed):
         writer.add_tensor(name, array)
     writer.write_header_to_file()

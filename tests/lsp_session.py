@@ -32,7 +32,7 @@ async def lsp_session(
     config = ClientServerConfig(server_command=SERVER, server_env=isolated_env(home, keep_cache))
     client = await config.start()
     try:
-        await client.initialize_session(
+        client.initialize_result = await client.initialize_session(
             types.InitializeParams(
                 capabilities=client_capabilities("visual-studio-code"),
                 root_uri=root.as_uri(),
@@ -72,4 +72,6 @@ def inline_params(uri: str, line: int, character: int, invoked: bool = False) ->
 
 async def stats(client: LanguageClient) -> dict[str, Any]:
     """The server's diagnostics of its last completion job."""
-    return await client.protocol.send_request_async("codeflow/stats", {})
+    result = await client.protocol.send_request_async("codeflow/stats", {})
+    # pygls hands results of custom methods back as named tuples.
+    return result._asdict() if hasattr(result, "_asdict") else dict(result)

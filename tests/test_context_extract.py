@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from codeflow.context.describe import enrich
 from codeflow.context.engine import ContextEngine, EngineConfig
 from codeflow.context.extract import extract
 from codeflow.context.imports import js_imports, python_imports, rust_imports
@@ -48,7 +49,8 @@ def test_definitions_per_language(rel: str, expected: dict[str, tuple[str, str]]
 def test_python_signature_docstring_and_types() -> None:
     path = DATA / "pyproj" / "models.py"
     fi = extract(str(path), "python", path.read_bytes())
-    by_name = {d.name: d for d in fi.defs}
+    lines = path.read_text().split("\n")
+    by_name = {d.name: enrich("python", lines, d) for d in fi.defs}
     check = by_name["check_password"]
     assert check.signature == "def check_password(self, password: str) -> bool"
     assert check.docstring == "Whether the password matches."
@@ -62,7 +64,11 @@ def test_python_signature_docstring_and_types() -> None:
 def test_comment_docstrings_other_languages() -> None:
     path = DATA / "goproj" / "internal" / "store" / "store.go"
     fi = extract(str(path), "go", path.read_bytes())
-    assert {d.name: d.docstring for d in fi.defs}["New"] == "// New makes an empty Store."
+    lines = path.read_text().split("\n")
+    docs = {d.name: enrich("go", lines, d).docstring for d in fi.defs}
+    assert docs["New"] == "// New makes an empty Store."
+    sigs = {d.name: enrich("go", lines, d).signature for d in fi.defs}
+    assert sigs["Put"] == "func (s *Store) Put(key string, v int)"
 
 
 def test_import_statement_parsing() -> None:

@@ -134,6 +134,14 @@ def test_truncated_file(tmp_path: Path) -> None:
         read_gguf(path)
 
 
+def test_truncated_tensor_data(tmp_path: Path) -> None:
+    good = write_tiny_gguf(tmp_path / "m.gguf").read_bytes()
+    path = tmp_path / "partial.gguf"
+    path.write_bytes(good[:-100])  # the header is whole, the last tensor is not
+    with pytest.raises(GGUFError, match="truncated download"):
+        read_gguf(path)
+
+
 def test_missing_file(tmp_path: Path) -> None:
     with pytest.raises(GGUFError, match="cannot open"):
         read_gguf(tmp_path / "nope.gguf")

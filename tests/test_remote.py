@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import ctypes
 import logging
+import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -21,6 +24,7 @@ from codeflow.quant.breaker import CircuitBreaker
 from codeflow.quant.errors import RemoteError, RemoteTimeoutError
 from codeflow.quant.fallback import FallbackBackend, Status
 from codeflow.quant.remote import ChatMessage, RemoteBackend, api_root
+from codeflow.quant.sse import iter_sse_data
 
 KEY = "sk-test-7f3a9c1e5b2d4f60"
 ENV = {"CODEFLOW_TEST_KEY": KEY}
@@ -207,6 +211,46 @@ def test_key_never_reaches_the_logs(fault: FaultServer, caplog: pytest.LogCaptur
     assert all(KEY not in r.getMessage() for r in caplog.records)
 
 
+
+def test_tls_is_verified_by_default(tmp_path: Path) -> None:
+    if shutil.which("openssl") is None:
+        pytest.skip("no openssl to make a self-signed certificate")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                    "-subj", "/CN=127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+                   check=True, capture_output=True)
+    server = FaultServer(tls=(str(cert), str(key)))
+    try:
+        backend = remote(server.url, retries=0)
+        with pytest.raises(RemoteError, match="CERTIFICATE_VERIFY_FAILED|certificate verify failed"):
+            text_of(backend)
+        assert not server.completion_requests()
+        assert text_of(remote(server.url, verify_tls=False)) == "w0 w1 w2 w3 w4 "
+    finally:
+        server.close()
+
+def test_breaker_half_opens_after_the_cooldown() -> None:
+    now = [0.0]
+    breaker = CircuitBreaker(failures=2, cooldown_s=10, clock=lambda: now[0])
+    breaker.failure()
+    assert breaker.allow() and breaker.state == "closed"
+    breaker.failure()
+    assert breaker.state == "open" and not breaker.allow()
+    now[0] = 10.0
+    assert breaker.allow() and not breaker.allow()  # one trial at a time
+    breaker.failure()
+    assert breaker.state == "open" and breaker.retry_in() == 10.0
+    now[0] = 20.0
+    assert breaker.allow()
+    breaker.success()
+    assert breaker.state == "closed" and breaker.consecutive_failures == 0
+
+
+def test_sse_events_are_parsed_as_the_spec_says() -> None:
+    lines = [": keep-alive", "data: {\"a\":", "data: 1}", "", "event: x", "data:[DONE]", ""]
+    assert list(iter_sse_data(lines)) == ['{"a":\n1}', "[DONE]"]
+    assert list(iter_sse_data(["data: tail"])) == ["tail"]
+
 # --- against a real `python -m llama_cpp.server` -------------------------------------------------
 
 
@@ -216,13 +260,29 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def _die_with_parent() -> None:
+    """Linux: the server gets SIGKILL when the test process dies, so none is left running."""
+    ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    # uvicorn waits for a running generation on SIGTERM; do not wait for it long.
+    proc.terminate()
+    try:
+        proc.wait(3)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
 def _start_llama_server(model: Path, log_file: Path) -> tuple[subprocess.Popen[bytes], str]:
     port = _free_port()
     cmd = [sys.executable, "-m", "llama_cpp.server", "--model", str(model), "--model_alias", "tiny",
            "--host", "127.0.0.1", "--port", str(port), "--api_key", KEY, "--n_ctx", "2048",
            "--n_threads", "1"]
     with log_file.open("wb") as log:
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+        hook = _die_with_parent if sys.platform.startswith("linux") else None
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, preexec_fn=hook)
     url = f"http://127.0.0.1:{port}/v1"
     deadline = time.monotonic() + 90
     while time.monotonic() < deadline:
@@ -244,15 +304,14 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from gguf_factory import write_tiny_gguf
 
     # No newline and no end-of-text: the stream only stops at max_tokens or on cancel.
-    return write_tiny_gguf(tmp_path_factory.mktemp("llama") / "tiny.gguf", newline=False, eos=False)
+    return write_tiny_gguf(tmp_path_factory.mktemp("llama") / "tiny.gguf", newline=False, eos=False, byte_output=False)
 
 
 @pytest.fixture(scope="module")
 def llama_server(tiny_model: Path) -> Iterator[str]:
     proc, url = _start_llama_server(tiny_model, tiny_model.with_suffix(".log"))
     yield url
-    proc.terminate()
-    proc.wait(10)
+    _stop(proc)
 
 
 def _established_to(port: int) -> int:
@@ -312,5 +371,4 @@ def test_real_server_killed_mid_stream(tiny_model: Path, tmp_path: Path) -> None
         with pytest.raises(RemoteError, match="cannot connect"):
             list(backend.stream(Prompt(text="x"), GenOptions(max_tokens=2), CancelToken()))
     finally:
-        proc.kill()
-        proc.wait()
+        _stop(proc)

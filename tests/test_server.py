@@ -25,7 +25,7 @@ def workspace(tmp_path: Path) -> Path:
 
 async def test_initialize_advertises_inline_completion(workspace: Path, models_dir: Path, tmp_path: Path) -> None:
     async with lsp_session(workspace, {"model": {"path": str(models_dir / "base.gguf")}}, tmp_path) as client:
-        result = client.protocol.server_capabilities
+        result = client.initialize_result.capabilities
         assert result.inline_completion_provider is not None
         assert result.completion_provider is not None
         sync = result.text_document_sync
@@ -69,6 +69,17 @@ async def test_completion_fallback_returns_an_item(workspace: Path, models_dir: 
         assert item.text_edit.range.start == types.Position(line=9, character=10)
 
 
+ENDLESS = {"completion": {"maxTokens": 8, "backgroundTokens": 0}}
+
+
+async def _warm_endless(client, uri: str) -> None:
+    """Load the model with a short request, then let generations run (almost) forever."""
+    await client.text_document_inline_completion_async(inline_params(uri, 0, 0))
+    client.workspace_did_change_configuration(
+        types.DidChangeConfigurationParams(settings={"codeflow": {"completion": {"maxTokens": 100000}}})
+    )
+
+
 async def _start_endless(client, uri: str, line: int, col: int) -> tuple[str, asyncio.Future]:
     msg_id = str(uuid.uuid4())
     future = client.protocol.send_request(
@@ -78,10 +89,10 @@ async def _start_endless(client, uri: str, line: int, col: int) -> tuple[str, as
 
 
 async def test_cancel_request_stops_generation(workspace: Path, models_dir: Path, tmp_path: Path) -> None:
-    options = {"model": {"path": str(models_dir / "endless.gguf")}, "completion": {"maxTokens": 100000}}
+    options = {"model": {"path": str(models_dir / "endless.gguf")}, **ENDLESS}
     async with lsp_session(workspace, options, tmp_path) as client:
         uri = open_doc(client, workspace / "main.py")
-        await client.text_document_inline_completion_async(inline_params(uri, 0, 0))  # load the model
+        await _warm_endless(client, uri)
         msg_id, pending = await _start_endless(client, uri, 9, 10)
         await asyncio.sleep(1.0)
         client.protocol.notify(types.CANCEL_REQUEST, types.CancelParams(id=msg_id))
@@ -98,10 +109,10 @@ async def test_cancel_request_stops_generation(workspace: Path, models_dir: Path
 
 
 async def test_newer_request_stops_the_stale_one(workspace: Path, models_dir: Path, tmp_path: Path) -> None:
-    options = {"model": {"path": str(models_dir / "endless.gguf")}, "completion": {"maxTokens": 100000}}
+    options = {"model": {"path": str(models_dir / "endless.gguf")}, **ENDLESS}
     async with lsp_session(workspace, options, tmp_path) as client:
         uri = open_doc(client, workspace / "main.py")
-        await client.text_document_inline_completion_async(inline_params(uri, 0, 0))
+        await _warm_endless(client, uri)
         old_id, old = await _start_endless(client, uri, 9, 10)
         await asyncio.sleep(1.0)
         new_id, new = await _start_endless(client, uri, 5, 8)
@@ -116,10 +127,10 @@ async def test_newer_request_stops_the_stale_one(workspace: Path, models_dir: Pa
 
 
 async def test_server_answers_while_generating(workspace: Path, models_dir: Path, tmp_path: Path) -> None:
-    options = {"model": {"path": str(models_dir / "endless.gguf")}, "completion": {"maxTokens": 100000}}
+    options = {"model": {"path": str(models_dir / "endless.gguf")}, **ENDLESS}
     async with lsp_session(workspace, options, tmp_path) as client:
         uri = open_doc(client, workspace / "main.py")
-        await client.text_document_inline_completion_async(inline_params(uri, 0, 0))
+        await _warm_endless(client, uri)
         msg_id, pending = await _start_endless(client, uri, 9, 10)
         await asyncio.sleep(0.5)
         # The loop is free: another request is answered while the model generates.

@@ -28,7 +28,7 @@ ENDLESS = GenOptions(max_tokens=400)
 @pytest.fixture(scope="module")
 def model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     # No newline and no end-of-text: a generation only stops at max_tokens or on cancel.
-    return write_tiny_gguf(tmp_path_factory.mktemp("m") / "tiny.gguf", newline=False, eos=False)
+    return write_tiny_gguf(tmp_path_factory.mktemp("m") / "tiny.gguf", newline=False, eos=False, byte_output=False)
 
 
 @pytest.fixture(scope="module")

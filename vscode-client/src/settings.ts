@@ -51,6 +51,7 @@ export const SERVER_SETTINGS: readonly SettingSpec[] = [
   { key: 'remote.fimMiddle', type: 'string', default: '', description: 'The remote model\'s fill-in-the-middle middle marker, as text.' },
   { key: 'hover.enabled', type: 'boolean', default: true, description: 'Explain the function under the mouse in hovers.' },
   { key: 'hover.waitMs', type: 'integer', default: 300, minimum: 0, description: 'How long a hover waits for the explanation before showing what it has.' },
+  { key: 'hover.explainMaxTokens', type: 'integer', default: 256, minimum: 1, description: 'Tokens the chat model may spend on one explanation.' },
   { key: 'logLevel', type: 'string', default: 'info', enum: ['debug', 'info', 'warning', 'error'], description: 'Server log level (shown in the Codeflow output channel).' },
 ];
 

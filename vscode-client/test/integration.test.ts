@@ -33,12 +33,14 @@ const statuses: Status[] = [];
 const logs: string[] = [];
 let stderr = '';
 
-function writeTinyModel(file: string): void {
+/** A FIM model and a chat model that never stop on their own, so every answer has text. */
+function writeTinyModels(fim: string, chat: string): void {
   const code = [
     'import sys',
     `sys.path.insert(0, ${JSON.stringify(path.join(repo, 'tests'))})`,
-    'from gguf_factory import write_tiny_gguf',
-    `write_tiny_gguf(${JSON.stringify(file)}, fim=True)`,
+    'from gguf_factory import CHATML, write_tiny_gguf',
+    `write_tiny_gguf(${JSON.stringify(fim)}, fim=True, newline=False, eos=False)`,
+    `write_tiny_gguf(${JSON.stringify(chat)}, chat_template=CHATML, newline=False, eos=False)`,
   ].join('\n');
   execFileSync(path.join(venvBin, 'python'), ['-c', code], { stdio: 'inherit' });
 }
@@ -53,27 +55,30 @@ async function waitFor<T>(what: string, probe: () => T | undefined, ms = 120000)
   }
 }
 
-function cursorAt(file: string, needle: string): { line: number; character: number } {
-  const lines = fs.readFileSync(file, 'utf8').split('\n');
-  const line = lines.findIndex((l) => l.includes(needle));
-  return { line, character: lines[line].indexOf(needle) + needle.length };
+/** The end of the first line that is exactly `text`. */
+function cursorAt(file: string, text: string): { line: number; character: number } {
+  const line = fs.readFileSync(file, 'utf8').split('\n').indexOf(text);
+  expect(line).toBeGreaterThanOrEqual(0);
+  return { line, character: text.length };
 }
 
-describe.skipIf(!haveServer)('the real server, launched as the extension launches it', () => {
+// Model calls share two CPU cores with everything else: allow minutes, not the unit-test 10 s.
+describe.skipIf(!haveServer)('the real server, launched as the extension launches it', { timeout: 180000 }, () => {
   beforeAll(async () => {
     vscode.resetMock();
     tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'cf-int-'));
     workspace = path.join(tmp, 'flask_app');
     fs.cpSync(path.join(repo, 'examples', 'flask_app'), workspace, { recursive: true });
     const model = path.join(tmp, 'tiny-fim.gguf');
-    writeTinyModel(model);
+    const chat = path.join(tmp, 'tiny-chat.gguf');
+    writeTinyModels(model, chat);
     vscode.workspace.workspaceFolders = [{ uri: vscode.Uri.file(workspace), name: 'flask_app', index: 0 }];
     for (const [k, v] of Object.entries({
       'server.command': server,
       'model.path': model,
-      'model.chatPath': model,
+      'model.chatPath': chat,
+      'hover.explainMaxTokens': 16,
       'model.nGpuLayers': 0,
-      'model.nCtx': 512,
       'context.budgetTokens': 512,
       'context.cache': false,
       'completion.maxTokens': 8,
@@ -156,7 +161,8 @@ describe.skipIf(!haveServer)('the real server, launched as the extension launche
       context: { triggerKind: 1 },
     }) as { items: { insertText: unknown; range?: { start: { line: number } } }[] };
     expect(Array.isArray(result.items)).toBe(true);
-    expect(result.items.length).toBeGreaterThan(0);
+    const stats = await conn.sendRequest('codeflow/stats', {});
+    expect(result.items.length, `no items; server stats ${JSON.stringify(stats)}`).toBeGreaterThan(0);
     for (const item of result.items) {
       expect(typeof item.insertText).toBe('string');
       expect(item.range?.start.line).toBe(position.line);
@@ -177,5 +183,18 @@ describe.skipIf(!haveServer)('the real server, launched as the extension launche
     const second = await conn.sendRequest('workspace/executeCommand', { command: 'codeflow.showContext', arguments: [arg] }) as any;
     expect(second.budget).toBe(256);
     expect(second.used).toBeLessThanOrEqual(256);
+  });
+
+  it('explainFunction returns {text} for the function under the cursor', async () => {
+    const file = path.join(workspace, 'app.py');
+    const position = cursorAt(file, 'def register():');
+    position.character = 'def re'.length;
+    const result = await conn.sendRequest('workspace/executeCommand', {
+      command: 'codeflow.explainFunction',
+      arguments: [{ uri: pathToFileURL(file).toString(), position }],
+      workDoneToken: 'codeflow-explain-test',
+    }) as { text: string };
+    expect(typeof result.text).toBe('string');
+    expect(result.text.trim().length, `log: ${logs.join('\n')}`).toBeGreaterThan(0);
   });
 });

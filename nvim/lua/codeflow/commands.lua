@@ -76,7 +76,9 @@ function M.explain()
     pattern = 'report',
     callback = function(ev)
       local p = ev.data.params
-      if p.token == token and p.value.message then
+      -- The server may create its own token ("Explaining NAME") instead of using ours.
+      local ours = p.token == token or vim.startswith(p.value.title or '', 'Explaining')
+      if ours and p.value.message then
         api.nvim_echo({ { 'codeflow: ' .. p.value.message:gsub('\n', ' '):sub(-80) } }, false, {})
       end
     end,

@@ -113,7 +113,12 @@ local function ghost_from(item, bufnr, row, col, encoding)
   return g.text ~= '' and g or nil
 end
 
+local REQUEST_CANCELLED, CONTENT_MODIFIED = -32800, -32801
+
 local function on_result(ctx, err, result)
+  if err and err.code ~= REQUEST_CANCELLED and err.code ~= CONTENT_MODIFIED then
+    vim.notify_once('codeflow: inline completion failed: ' .. (err.message or vim.inspect(err)), vim.log.levels.WARN)
+  end
   if err or not result then
     return
   end
@@ -292,8 +297,8 @@ local function map_keys(bufnr)
       if M.visible() then
         return ('<Cmd>lua require("codeflow.ghost").%s(%s)<CR>'):format(fn_name, arg and ('%q'):format(arg) or '')
       end
-      return vim.keycode(lhs)
-    end, { buffer = bufnr, expr = true, replace_keycodes = false, desc = 'codeflow: ' .. fn_name .. ' ' .. (arg or '') })
+      return lhs
+    end, { buffer = bufnr, expr = true, desc = 'codeflow: ' .. fn_name .. ' ' .. (arg or '') })
   end
   expr(keys.accept, 'accept', 'all')
   expr(keys.accept_word, 'accept', 'word')
@@ -311,9 +316,9 @@ local function attach_native(bufnr, client)
   if accept then
     vim.keymap.set('i', accept, function()
       if not vim.lsp.inline_completion.get() then
-        return vim.keycode(accept)
+        return accept
       end
-    end, { buffer = bufnr, expr = true, replace_keycodes = false, desc = 'codeflow: accept' })
+    end, { buffer = bufnr, expr = true, desc = 'codeflow: accept' })
   end
 end
 

@@ -12,6 +12,19 @@ local function capabilities()
   return caps
 end
 
+--- The workspace root: the nearest marker, else the working directory when the file is under
+--- it, else the file's folder. The server indexes this folder for cross-file context, so it
+--- must not be nil (Neovim sends no workspace folders then).
+local function root_dir(bufnr, on_dir)
+  local root = vim.fs.root(bufnr, config.options.root_markers)
+  if not root then
+    local file = vim.api.nvim_buf_get_name(bufnr)
+    local cwd = vim.fn.getcwd()
+    root = vim.startswith(file, cwd .. '/') and cwd or vim.fs.dirname(file)
+  end
+  on_dir(root)
+end
+
 --- The `vim.lsp.config` entry for the server.
 function M.lsp_config()
   local o = config.options
@@ -19,7 +32,7 @@ function M.lsp_config()
   return {
     cmd = config.command(),
     filetypes = o.filetypes,
-    root_markers = o.root_markers,
+    root_dir = root_dir,
     init_options = settings,
     settings = settings,
     capabilities = capabilities(),

@@ -1,0 +1,370 @@
+"""Code actions and hovers: thin pygls handlers over instruct.py and explain.py (issue 6).
+
+`textDocument/codeAction` lists at once; the model runs in `codeAction/resolve` or in the
+`codeflow.runAction` command, which streams the partial answer as cancellable `$/progress` and
+applies the result with `workspace/applyEdit`. A hover answers at once with the known facts and
+starts the explanation in the background; `codeflow.explainFunction` streams it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import msgspec
+from lsprotocol import types
+
+from codeflow.context.edits import EditPlan
+from codeflow.context.errors import ContextError, EditRejectedError
+from codeflow.lsp_server import convert, explain, instruct
+from codeflow.lsp_server.completion import Cancelled
+from codeflow.lsp_server.server import CodeflowServer, fs_path, server
+from codeflow.quant.backend import CancelToken
+from codeflow.quant.errors import QuantError
+
+RUN_ACTION = "codeflow.runAction"
+EXPLAIN = "codeflow.explainFunction"
+STATS = "codeflow/instructStats"
+KINDS = [types.CodeActionKind.QuickFix, types.CodeActionKind.RefactorExtract, types.CodeActionKind.RefactorRewrite]
+# Partial text goes out at most this often, so a fast model does not flood the client.
+PROGRESS_EVERY_S = 0.1
+
+
+class State:
+    """What actions and hovers keep on the server: the explainer, progress cancels, last stats."""
+
+    def __init__(self, ls: CodeflowServer) -> None:
+        rt = ls.runtime
+        self.explainer = explain.Explainer(rt.chat_backend, lambda: _model_key(ls), lambda e: _report(ls, e))
+        self.cancels: dict[str, CancelToken] = {}
+        self.last = instruct.Stats()
+
+
+def state(ls: CodeflowServer) -> State:
+    """The actions state, made on first use."""
+    if not hasattr(ls, "_actions_state"):
+        ls._actions_state = State(ls)
+    return ls._actions_state
+
+
+def _model_key(ls: CodeflowServer) -> str:
+    s = ls.runtime.settings
+    return f"{s.backend}|{s.model.chat_path}|{s.remote.url}|{s.remote.chat_model}"
+
+
+def _report(ls: CodeflowServer, exc: Exception, what: str = "") -> None:
+    """A failed model call: tell the user once, log it always; the server keeps serving."""
+    ls.report.show(f"{what}{exc}", key=type(exc).__name__ + what)
+
+
+# Progress --------------------------------------------------------------------------------------
+
+
+async def _begin(ls: CodeflowServer, title: str, cancel: CancelToken) -> str | None:
+    caps = ls.client_capabilities.window
+    if caps is None or not caps.work_done_progress:
+        return None
+    token = f"codeflow-{uuid.uuid4().hex[:8]}"
+    try:
+        await ls.work_done_progress.create_async(token)
+    except Exception as exc:  # a client that refuses progress still gets the result
+        ls.report.log(f"progress not available: {exc}")
+        return None
+    state(ls).cancels[token] = cancel
+    ls.work_done_progress.begin(token, types.WorkDoneProgressBegin(title=title, cancellable=True))
+    return token
+
+
+def _reporter(ls: CodeflowServer, token: str | None, shown: Callable[[str], str]) -> Callable[[str], None]:
+    """A thread-safe callback sending the partial text as `$/progress` reports, throttled."""
+    loop = asyncio.get_running_loop()
+    last = [0.0]
+
+    def send(text: str) -> None:
+        now = time.monotonic()
+        if token is None or now - last[0] < PROGRESS_EVERY_S:
+            return
+        last[0] = now
+        report = types.WorkDoneProgressReport(message=shown(text), cancellable=True)
+        loop.call_soon_threadsafe(ls.work_done_progress.report, token, report)
+
+    return send
+
+
+def _end(ls: CodeflowServer, token: str | None, message: str) -> None:
+    if token is not None:
+        state(ls).cancels.pop(token, None)
+        ls.work_done_progress.end(token, types.WorkDoneProgressEnd(message=message or None))
+
+
+@server.feature(types.WINDOW_WORK_DONE_PROGRESS_CANCEL)
+def work_done_progress_cancel(ls: CodeflowServer, params: types.WorkDoneProgressCancelParams) -> None:
+    """The user pressed cancel on an action's or explanation's progress."""
+    cancel = state(ls).cancels.get(str(params.token))
+    if cancel is not None:
+        cancel.cancel()
+
+
+# Code actions ----------------------------------------------------------------------------------
+
+
+@server.feature(
+    types.TEXT_DOCUMENT_CODE_ACTION, types.CodeActionOptions(code_action_kinds=KINDS, resolve_provider=True)
+)
+async def code_action(ls: CodeflowServer, params: types.CodeActionParams) -> list[types.CodeAction]:
+    """List the AI actions for a range at once; nothing runs the model here."""
+    uri, r = params.text_document.uri, params.range
+    try:
+        doc = ls.workspace.get_text_document(uri)
+        text = ls.read(uri)
+        language = convert.language_of(doc.path or uri, doc.language_id)
+        diags = [_diagnostic(d) for d in params.context.diagnostics]
+        offers = await asyncio.to_thread(
+            instruct.list_actions, uri, doc.version, text, language,
+            (r.start.line, r.start.character), (r.end.line, r.end.character), diags,
+        )
+    except ContextError as exc:
+        ls.report.log(f"code actions not listed for {uri}: {exc}", types.MessageType.Warning)
+        return []
+    only = params.context.only
+    resolve = _resolves(ls)
+    return [_code_action(o, resolve) for o in offers if not only or any(_within(o.kind, k) for k in only)]
+
+
+def _diagnostic(d: types.Diagnostic) -> instruct.DiagnosticInfo:
+    return instruct.DiagnosticInfo(
+        message=d.message, line=d.range.start.line, character=d.range.start.character,
+        end_line=d.range.end.line, end_character=d.range.end.character, source=d.source or "",
+    )
+
+
+def _within(kind: str, wanted: str) -> bool:
+    return kind == wanted or kind.startswith(f"{wanted}.")
+
+
+def _resolves(ls: CodeflowServer) -> bool:
+    ca = ls.client_capabilities.text_document and ls.client_capabilities.text_document.code_action
+    return bool(ca and ca.resolve_support and "edit" in ca.resolve_support.properties)
+
+
+def _code_action(offer: instruct.Offer, resolve: bool) -> types.CodeAction:
+    data = msgspec.to_builtins(offer.data)
+    command = None if resolve else types.Command(title=offer.title, command=RUN_ACTION, arguments=[data])
+    return types.CodeAction(title=offer.title, kind=offer.kind, data=data, command=command)
+
+
+@server.feature(types.CODE_ACTION_RESOLVE)
+async def code_action_resolve(ls: CodeflowServer, action: types.CodeAction) -> types.CodeAction:
+    """Run the model for a picked action; the edit comes back on the action (or none, with a message)."""
+    result = await _run(ls, action.data, action.title)
+    if result is not None:
+        action.edit = result[0]
+    return action
+
+
+def _follow_cancel_request(ls: CodeflowServer) -> None:
+    """Let `$/cancelRequest` on `workspace/executeCommand` reach the running command.
+
+    pygls runs a command in a task of its own behind the request's future, and a cancel only
+    cancels that future (`_run_generator` in pygls's protocol/json_rpc.py). The request's future
+    is registered just before the command's task, so the entry before ours is it.
+    """
+    task = asyncio.current_task()
+    futures = list(getattr(ls.protocol, "_request_futures", {}).values())
+    index = next((i for i, f in enumerate(futures) if f is task), 0)
+    if task is None or index == 0 or isinstance(futures[index - 1], asyncio.Task):
+        return
+    futures[index - 1].add_done_callback(lambda f: task.cancel() if f.cancelled() else None)
+
+
+@server.command(RUN_ACTION)
+async def run_action(ls: CodeflowServer, *args: Any) -> dict:
+    """Run an action with streamed, cancellable progress, then apply it with `workspace/applyEdit`."""
+    _follow_cancel_request(ls)
+    result = await _run(ls, args[0] if args else None, "Codeflow")
+    if result is None:
+        return {"applied": False, "text": ""}
+    edit, plan = result
+    answer = await ls.workspace_apply_edit_async(types.ApplyWorkspaceEditParams(edit=edit, label="Codeflow"))
+    if not answer.applied:
+        ls.report.show(f"the editor did not apply the edit: {answer.failure_reason or 'no reason given'}",
+                       types.MessageType.Warning, key=uuid.uuid4().hex)
+    return {"applied": answer.applied, "text": plan.code}
+
+
+async def _run(ls: CodeflowServer, raw: object, title: str) -> tuple[types.WorkspaceEdit, EditPlan] | None:
+    """Run one action on the document as it is now; None (with a message) when it cannot apply."""
+    try:
+        data = msgspec.convert(raw, instruct.ActionData)
+        doc = ls.workspace.get_text_document(data.uri)
+        text, version = ls.read(data.uri), doc.version
+        language = convert.language_of(doc.path or data.uri, doc.language_id)
+    except (msgspec.ValidationError, ContextError) as exc:
+        ls.report.show(f"cannot run this action: {exc}", types.MessageType.Warning, key=uuid.uuid4().hex)
+        return None
+    title = instruct.KINDS[data.action].title.split(":")[0] if data.action in instruct.KINDS else title
+    state(ls).explainer.stop_all()
+    cancel = CancelToken()
+    token = await _begin(ls, title, cancel)
+    outcome = "cancelled"
+    try:
+        plan = await asyncio.to_thread(_execute, ls, data, text, language, cancel, _reporter(
+            ls, token, lambda t: instruct.display_answer(t, f"```{language}\n")))
+        outcome = "done"
+    except asyncio.CancelledError:
+        cancel.cancel()
+        raise
+    except Cancelled:
+        return None
+    except EditRejectedError as exc:
+        outcome = f"rejected: {exc}"
+        ls.report.show(f"{title}: {exc}; nothing was changed", types.MessageType.Warning, key=uuid.uuid4().hex)
+        return None
+    except (QuantError, ContextError, ValueError) as exc:
+        outcome = f"failed: {exc}"
+        _report(ls, exc, f"{title} failed: ")
+        return None
+    finally:
+        _end(ls, token, outcome)
+    return _checked_edit(ls, data, text, version, plan, title)
+
+
+def _execute(ls: CodeflowServer, data: instruct.ActionData, text: str, language: str, cancel: CancelToken,
+             on_text: Callable[[str], None]) -> EditPlan:
+    """Blocking, in a worker thread: context, prompt, model, checked edit plan."""
+    stats = instruct.Stats()
+    state(ls).last = stats
+    backend = ls.runtime.chat_backend()
+    path = fs_path(data.uri)
+    budget = ls.runtime.settings.context.budget_tokens if ls.runtime.settings.context.enabled else 0
+    context = instruct.gather_context(ls.runtime.engine, path, text, data.start_line, budget, None)
+    return instruct.run_action(backend, data, text, language, ls.display_path(str(path)), context,
+                               cancel, on_text, stats)
+
+
+def _checked_edit(ls: CodeflowServer, data: instruct.ActionData, text: str, version: int | None,
+                  plan: EditPlan, title: str) -> tuple[types.WorkspaceEdit, EditPlan] | None:
+    """The WorkspaceEdit for the version the request saw, unless the user typed meanwhile."""
+    now = ls.workspace.get_text_document(data.uri)
+    if now.version != version or ls.read(data.uri) != text:
+        ls.report.show(f"{title}: the document changed while the model was answering; nothing was changed",
+                       types.MessageType.Warning, key=uuid.uuid4().hex)
+        return None
+    lines = text.split("\n")
+    edits = [types.TextEdit(range=types.Range(start=_position(lines, e.start_line, e.start_col),
+                                              end=_position(lines, e.end_line, e.end_col)), new_text=e.new_text)
+             for e in plan.edits]
+    doc_id = types.OptionalVersionedTextDocumentIdentifier(uri=data.uri, version=version)
+    return types.WorkspaceEdit(document_changes=[types.TextDocumentEdit(text_document=doc_id, edits=edits)]), plan
+
+
+def _position(lines: list[str], line: int, col: int) -> types.Position:
+    """A code-point column as an LSP (UTF-16) position."""
+    head = lines[line][:col] if line < len(lines) else ""
+    return types.Position(line=line, character=len(head.encode("utf-16-le")) // 2)
+
+
+# Hover -----------------------------------------------------------------------------------------
+
+
+@server.feature(types.TEXT_DOCUMENT_HOVER)
+async def hover(ls: CodeflowServer, params: types.HoverParams) -> types.Hover | None:
+    """The known facts at once, plus the explanation if it is cached or ready within hover.waitMs."""
+    settings = ls.runtime.settings.hover
+    found = await _facts(ls, params.text_document.uri, params.position) if settings.enabled else None
+    if found is None:
+        return None
+    facts, span = found
+    explainer = state(ls).explainer
+    text, note = explainer.cached(facts), ""
+    if text is None:
+        job = explainer.start(facts, settings.explain_max_tokens)
+        deadline = time.monotonic() + settings.wait_ms / 1000
+        while not job.done and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        text = job.text if job.done and job.error is None else None
+        note = "" if text else ("explanation unavailable: " + str(job.error) if job.error and
+                                not isinstance(job.error, Cancelled) else "explanation is being written…")
+    value = explain.markdown(facts, text, note)
+    return types.Hover(contents=types.MarkupContent(kind=types.MarkupKind.Markdown, value=value), range=span)
+
+
+async def _facts(ls: CodeflowServer, uri: str, position: types.Position) -> tuple[explain.Facts, types.Range] | None:
+    try:
+        doc = ls.workspace.get_text_document(uri)
+        prefix, suffix = convert.split_at(ls.read(uri), position)
+    except ContextError as exc:
+        ls.report.log(f"no hover for {uri}: {exc}", types.MessageType.Warning)
+        return None
+    line_text = prefix[prefix.rfind("\n") + 1:] + suffix.split("\n", 1)[0]
+    col = len(prefix) - prefix.rfind("\n") - 1
+    word = explain.word_at(line_text, col)
+    if word is None:
+        return None
+    language = convert.language_of(doc.path or uri, doc.language_id)
+    path = fs_path(uri)
+    facts = await asyncio.to_thread(explain.describe, ls.runtime.engine, path, ls.display_path(str(path)),
+                                    prefix + suffix, language, position.line, word[0])
+    if facts is None:
+        return None
+    lines = [line_text]
+    span = types.Range(start=_position(lines, 0, word[1]), end=_position(lines, 0, word[2]))
+    span.start.line = span.end.line = position.line
+    return facts, span
+
+
+@server.command(EXPLAIN)
+async def explain_function(ls: CodeflowServer, *args: Any) -> dict:
+    """Stream the explanation of the function at {uri, position} through `$/progress`; returns {text}."""
+    _follow_cancel_request(ls)
+    try:
+        target = msgspec.convert(args[0] if args else None, convert.CursorArg)
+    except msgspec.ValidationError as exc:
+        ls.report.show(f"{EXPLAIN} expects [{{uri, position}}]: {exc}", types.MessageType.Warning)
+        return {"text": ""}
+    position = types.Position(line=target.position.line, character=target.position.character)
+    found = await _facts(ls, target.uri, position)
+    if found is None:
+        return {"text": ""}
+    facts = found[0]
+    cached = state(ls).explainer.cached(facts)
+    if cached is not None:
+        return {"text": cached}
+    return await _stream_explanation(ls, facts)
+
+
+async def _stream_explanation(ls: CodeflowServer, facts: explain.Facts) -> dict:
+    explainer = state(ls).explainer
+    job = explainer.start(facts, ls.runtime.settings.hover.explain_max_tokens, pinned=True)
+    watcher = CancelToken()
+    token = await _begin(ls, f"Explaining {facts.name}", watcher)
+    sent, cancelled = "", False
+    try:
+        while not job.done and not watcher.cancelled:
+            if token is not None and job.text != sent:
+                sent = job.text
+                ls.work_done_progress.report(token, types.WorkDoneProgressReport(message=sent, cancellable=True))
+            await asyncio.sleep(PROGRESS_EVERY_S)
+    except asyncio.CancelledError:
+        cancelled = True
+        raise
+    finally:
+        cancelled = cancelled or watcher.cancelled
+        explainer.release(job, cancel=cancelled)
+        _end(ls, token, "cancelled" if cancelled else "done")
+    if cancelled or isinstance(job.error, Cancelled):
+        return {"text": ""}
+    if job.error is not None:
+        _report(ls, job.error, "explanation failed: ")
+        return {"text": "", "error": str(job.error)}
+    return {"text": job.text}
+
+
+@server.feature(STATS)
+def instruct_stats(ls: CodeflowServer, params: object) -> dict:
+    """Timings of the last code action and the last explanation."""
+    st = state(ls)
+    return {"action": msgspec.to_builtins(st.last), "explain": msgspec.to_builtins(st.explainer.last)}

@@ -1,0 +1,236 @@
+""""Explain this function" hovers: the fast facts without the model, and cached explanations.
+
+A hover answers at once with what the index knows (signature, docstring, where it is defined, how
+many places use it). The model's explanation runs in a background thread, one at a time, and is
+cached under a hash of the function's text and the chat model, so a later hover shows it at once
+(issue 6). No pygls here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+import threading
+from collections import OrderedDict
+from collections.abc import Callable
+from pathlib import Path
+
+import msgspec
+
+from codeflow.context import edits
+from codeflow.context.describe import enrich
+from codeflow.context.symbols import Usage
+from codeflow.lsp_server import instruct
+from codeflow.quant.backend import Backend, CancelToken, GenOptions
+
+log = logging.getLogger(__name__)
+CACHE_ENTRIES = 512
+MAX_CALLERS_IN_PROMPT = 8
+MAX_FUNCTION_CHARS = 6000
+KINDS = ("function", "method", "class", "property")
+_WORD = re.compile(r"[A-Za-z_$][\w$]*")
+SYSTEM = "You are an expert programmer who explains code to a colleague, briefly and precisely."
+ASK = ("Explain `{name}` in a few sentences: what it does, its inputs and outputs, and its side "
+       "effects.{callers}\n\nFile: {path}\n```{language}\n{code}\n```")
+
+
+class Facts(msgspec.Struct, kw_only=True, frozen=True):
+    """What is known about a function without the model; lines 0-based."""
+
+    name: str
+    kind: str
+    signature: str
+    docstring: str
+    language: str
+    path: str
+    line: int
+    text: str
+    callers: tuple[Usage, ...] = ()
+
+
+def word_at(line_text: str, col: int) -> tuple[str, int, int] | None:
+    """The identifier under a column (code points) and its start and end columns."""
+    for match in _WORD.finditer(line_text):
+        if match.start() <= col <= match.end():
+            return match.group(0), match.start(), match.end()
+    return None
+
+
+def describe(engine: object | None, path: Path, display: str, text: str, language: str, line: int,
+             word: str) -> Facts | None:
+    """Facts about the function, method or class called `word` seen from `line`, or None."""
+    target = edits.enclosing_definition(language, text, line)
+    if target is not None and target.name == word and target.start_line <= line <= max(target.body_line,
+                                                                                       target.start_line):
+        body = edits.line_span(text, target.start_line, target.end_line)
+        return _facts(engine, enrich(edits.grammar_name(language) or "", text.split("\n"), target),
+                      language, display, body)
+    if engine is None:
+        return None
+    found = _indexed(engine, str(path.resolve()), word)
+    if found is None:
+        return None
+    file, definition = found
+    lines = text.split("\n") if file == str(path.resolve()) else (engine.ws.lines_of(file) or [])
+    body = "\n".join(lines[definition.start_line:definition.end_line + 1])
+    language = engine.index.get(file).lang if engine.index.get(file) is not None else language
+    return _facts(engine, enrich(language, lines, definition), language, engine.ws.rel(file), body)
+
+
+def _indexed(engine: object, current: str, word: str) -> tuple[str, object] | None:
+    with engine.index.lock:
+        found = [(fi.path, d) for fi, d in engine.index.named(word) if d.kind in KINDS]
+    found.sort(key=lambda pd: pd[0] != current)
+    return found[0] if found else None
+
+
+def _facts(engine: object | None, definition: object, language: str, display: str, body: str) -> Facts:
+    callers = tuple(engine.callers_of(definition.name)) if engine is not None else ()
+    return Facts(name=definition.name, kind=definition.kind, signature=definition.signature,
+                 docstring=definition.docstring, language=language, path=display,
+                 line=definition.start_line, text=body[:MAX_FUNCTION_CHARS], callers=callers)
+
+
+def markdown(facts: Facts, explanation: str | None, note: str = "") -> str:
+    """The hover text: signature, docstring, place and callers, then the explanation or a note."""
+    uses = len(facts.callers)
+    more = "+" if uses >= 50 else ""
+    parts = [f"```{facts.language}\n{facts.signature or facts.name}\n```"]
+    if facts.docstring:
+        parts.append(facts.docstring)
+    parts.append(f"*{facts.kind}* defined in `{facts.path}:{facts.line + 1}` · "
+                 f"used in {uses}{more} place{'s' if uses != 1 else ''}")
+    if explanation:
+        parts.append(f"---\n**Explanation**\n\n{explanation.strip()}")
+    elif note:
+        parts.append(f"---\n_{note}_")
+    return "\n\n".join(parts)
+
+
+def explain_prompt(backend: Backend, facts: Facts):  # noqa: ANN201 - BuiltPrompt
+    """The explanation prompt: the function and where the workspace uses it."""
+    callers = "".join(f"\n- {u.path}:{u.line + 1}: {u.text}" for u in facts.callers[:MAX_CALLERS_IN_PROMPT])
+    where = f"\nIt is used here:{callers}" if callers else ""
+    user = ASK.format(name=facts.name, callers=where, path=facts.path, language=facts.language, code=facts.text)
+    return instruct.chat_prompt(backend, SYSTEM, user)
+
+
+class Job:
+    """One explanation being written in a worker thread."""
+
+    def __init__(self, key: str) -> None:
+        self.key = key
+        self.cancel = CancelToken()
+        self.text = ""
+        self.done = False
+        self.error: Exception | None = None
+        self.waiters = 0
+        self.stats = instruct.Stats(task="explain")
+        self._cond = threading.Condition()
+
+    def update(self, text: str) -> None:
+        with self._cond:
+            self.text = text
+            self._cond.notify_all()
+
+    def finish(self, error: Exception | None) -> None:
+        with self._cond:
+            self.done, self.error = True, error
+            self._cond.notify_all()
+
+    def wait(self, timeout: float) -> bool:
+        """Block up to `timeout` seconds for the job to end; True when it has."""
+        with self._cond:
+            return self._cond.wait_for(lambda: self.done, timeout)
+
+
+class Explainer:
+    """Background explanations, one running at a time, cached by function text and model."""
+
+    def __init__(self, backend: Callable[[], Backend], model_key: Callable[[], str],
+                 on_error: Callable[[Exception], None]) -> None:
+        self._backend = backend
+        self._model_key = model_key
+        self._on_error = on_error
+        self._cache: OrderedDict[str, str] = OrderedDict()
+        self._jobs: dict[str, Job] = {}
+        self._lock = threading.Lock()
+        self.last = instruct.Stats()
+
+    def key(self, facts: Facts) -> str:
+        """The cache key: a hash of the function's text and the chat model's identity."""
+        raw = f"{self._model_key()}\0{facts.language}\0{facts.text}".encode("utf-8", "surrogatepass")
+        return hashlib.sha256(raw).hexdigest()
+
+    def cached(self, facts: Facts) -> str | None:
+        """The cached explanation, if any."""
+        with self._lock:
+            key = self.key(facts)
+            if key in self._cache:
+                self._cache.move_to_end(key)
+            return self._cache.get(key)
+
+    def start(self, facts: Facts, max_tokens: int, pinned: bool = False) -> Job:
+        """The running job for this function, or a new one; unpinned jobs for others stop."""
+        key = self.key(facts)
+        with self._lock:
+            job = self._jobs.get(key)
+            if job is None or (job.done and job.error is not None):
+                self._stop_others(key)
+                job = Job(key)
+                self._jobs[key] = job
+                threading.Thread(target=self._run, args=(job, facts, max_tokens), daemon=True,
+                                 name="codeflow-explain").start()
+            if pinned:
+                job.waiters += 1
+            return job
+
+    def release(self, job: Job, cancel: bool) -> None:
+        """A command stops waiting; with `cancel`, the job stops too when nobody else waits."""
+        with self._lock:
+            job.waiters -= 1
+            if cancel and job.waiters <= 0:
+                job.cancel.cancel()
+
+    def _stop_others(self, key: str) -> None:
+        for other in self._jobs.values():
+            if other.key != key and not other.done and other.waiters <= 0:
+                other.cancel.cancel()
+        self._jobs = {k: j for k, j in self._jobs.items() if not j.done}
+
+    def stop_all(self) -> None:
+        """Cancel every running explanation (an action needs the model)."""
+        with self._lock:
+            for job in self._jobs.values():
+                if not job.done and job.waiters <= 0:
+                    job.cancel.cancel()
+
+    def _run(self, job: Job, facts: Facts, max_tokens: int) -> None:
+        error: Exception | None = None
+        try:
+            backend = self._backend()
+            built = explain_prompt(backend, facts)
+            opts = GenOptions(max_tokens=max_tokens, temperature=0.0, stop=built.stop)
+            job.stats.model = backend.info.name
+            text = instruct.generate(backend, built, opts, job.cancel, job.update, job.stats, key="explain")
+            self._store(job.key, text.strip())
+            job.update(text.strip())
+        except instruct.Cancelled as exc:
+            error = exc
+        except Exception as exc:  # reported once through on_error; the hover keeps its fast part
+            error = exc
+            job.stats.error = str(exc)
+            self._on_error(exc)
+        finally:
+            self.last = job.stats
+            with self._lock:
+                if self._jobs.get(job.key) is job and error is not None:
+                    del self._jobs[job.key]
+            job.finish(error)
+
+    def _store(self, key: str, text: str) -> None:
+        with self._lock:
+            self._cache[key] = text
+            while len(self._cache) > CACHE_ENTRIES:
+                self._cache.popitem(last=False)

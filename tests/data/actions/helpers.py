@@ -1,0 +1,3 @@
+def double(x):
+    """Twice x."""
+    return x * 2

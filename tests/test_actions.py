@@ -1,0 +1,339 @@
+"""End to end: code actions listed at once, run by resolve or by `codeflow.runAction`, applied safely."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+from lsprotocol import types
+
+from codeflow.context.edits import error_count
+from lsp_session import lsp_session, open_doc
+
+DATA = Path(__file__).parent / "data" / "actions"
+LOOP_ANSWER = "def total(self, items):\n    return [double(item) for item in items]\n```\nDone."
+FIX_ANSWER = ("def total(self, items):\n    result = []\n    for item in items:\n"
+              "        result.append(double(item))\n    return list(result)\n```")
+BROKEN_ANSWER = "def total(self, items:\n    return [\n```"
+SLOW_ANSWER = "def total(self, items):\n" + "    # thinking about it\n" * 200 + "    return items\n```"
+
+
+def recording(tmp_path: Path, **extra: Any) -> str:
+    """A recorded-answers file for the chat model; returns the `model.chatPath` value."""
+    data = {
+        "name": "recorded-chat",
+        "log": str(tmp_path / "prompts.jsonl"),
+        "answers": [
+            {"match": "Rewrite the for-loops", "text": LOOP_ANSWER},
+            {"match": "Fix this problem", "text": FIX_ANSWER},
+            {"match": "Add a concise docstring", "text": BROKEN_ANSWER},
+            {"match": "Simplify and modernise", "text": SLOW_ANSWER, "delay_ms": 40},
+        ],
+        **extra,
+    }
+    path = tmp_path / "answers.json"
+    path.write_text(json.dumps(data))
+    return f"recorded:{path}"
+
+
+def prompts(tmp_path: Path) -> list[str]:
+    """Every prompt the recorded backend received."""
+    log = tmp_path / "prompts.jsonl"
+    return [json.loads(line)["text"] for line in log.read_text().splitlines()] if log.exists() else []
+
+
+@pytest.fixture
+def workspace(tmp_path: Path) -> Path:
+    root = tmp_path / "ws"
+    shutil.copytree(DATA, root)
+    return root
+
+
+def options(models_dir: Path, chat_path: str) -> dict:
+    return {"model": {"path": str(models_dir / "base.gguf"), "chatPath": chat_path}}
+
+
+def selection(uri: str, start: tuple[int, int], end: tuple[int, int],
+              diagnostics: list[types.Diagnostic] | None = None) -> types.CodeActionParams:
+    return types.CodeActionParams(
+        text_document=types.TextDocumentIdentifier(uri=uri),
+        range=types.Range(start=types.Position(*start), end=types.Position(*end)),
+        context=types.CodeActionContext(diagnostics=diagnostics or []),
+    )
+
+
+def diagnostic(line: int, message: str) -> types.Diagnostic:
+    return types.Diagnostic(
+        range=types.Range(start=types.Position(line, 8), end=types.Position(line, 14)),
+        message=message, source="pyflakes",
+    )
+
+
+def apply(text: str, edit: types.WorkspaceEdit) -> str:
+    """Apply a WorkspaceEdit's text edits as an editor would (UTF-16 columns are ASCII here)."""
+    (change,) = edit.document_changes
+    lines = text.split("\n")
+    offsets = [sum(len(x) + 1 for x in lines[:i]) for i in range(len(lines))]
+    out = text
+    for e in sorted(change.edits, key=lambda e: (e.range.start.line, e.range.start.character), reverse=True):
+        start = offsets[e.range.start.line] + e.range.start.character
+        end = offsets[e.range.end.line] + e.range.end.character if e.range.end.line < len(lines) else len(text)
+        out = out[:start] + e.new_text + out[end:]
+    return out
+
+
+def record_apply_edits(client) -> list[types.ApplyWorkspaceEditParams]:
+    """Make the test client accept `workspace/applyEdit` and remember each one."""
+    received: list[types.ApplyWorkspaceEditParams] = []
+
+    @client.feature(types.WORKSPACE_APPLY_EDIT)
+    def apply_edit(params: types.ApplyWorkspaceEditParams) -> types.ApplyWorkspaceEditResult:
+        received.append(params)
+        return types.ApplyWorkspaceEditResult(applied=True)
+
+    return received
+
+
+async def run_command(client, name: str, *args: Any, msg_id: str | None = None) -> asyncio.Future:
+    params = types.ExecuteCommandParams(command=name, arguments=list(args))
+    return asyncio.wrap_future(client.protocol.send_request(types.WORKSPACE_EXECUTE_COMMAND, params,
+                                                            msg_id=msg_id or str(uuid.uuid4())))
+
+
+async def instruct_stats(client) -> dict[str, dict[str, Any]]:
+    """The server's timings of its last action and explanation (pygls hands back namedtuples)."""
+    raw = await client.protocol.send_request_async("codeflow/instructStats", {})
+    return {"action": raw.action._asdict(), "explain": raw.explain._asdict()}
+
+
+def messages(client, text: str) -> list[str]:
+    return [m.message for m in client.messages if text in m.message]
+
+
+async def wait_for_report(client, timeout: float = 10.0) -> tuple[str, types.WorkDoneProgressReport]:
+    """The first `$/progress` report with text, and its token."""
+    for _ in range(int(timeout / 0.02)):
+        for token, values in client.progress_reports.items():
+            for value in values:
+                if isinstance(value, types.WorkDoneProgressReport) and value.message:
+                    return str(token), value
+        await asyncio.sleep(0.02)
+    raise AssertionError("no $/progress report with text arrived")
+
+
+async def test_actions_listed_for_diagnostic_and_selection(workspace: Path, models_dir: Path, tmp_path: Path) -> None:
+    async with lsp_session(workspace, options(models_dir, recording(tmp_path)), tmp_path) as client:
+        uri = open_doc(client, workspace / "store.py")
+        diag = diagnostic(7, "undefined name 'doubel'")
+        actions = await client.text_document_code_action_async(selection(uri, (6, 0), (8, 0), [diag]))
+        kinds = {a.kind for a in actions}
+        titles = [a.title for a in actions]
+        assert {"quickfix", "refactor.extract", "refactor.rewrite"} <= kinds
+        fix = next(a for a in actions if a.kind == "quickfix")
+        assert "doubel" in fix.title and fix.data["diagnostic"]["message"] == diag.message
+        assert fix.data["startLine"] == 4 and fix.data["endLine"] == 8  # the function around it
+        assert "Convert loop to comprehension (AI)" in titles
+        # VS Code resolves: the actions carry data, not a command, and nothing ran the model.
+        assert all(a.edit is None and a.command is None for a in actions)
+        at_cursor = await client.text_document_code_action_async(selection(uri, (5, 3), (5, 3)))
+        assert {a.kind for a in at_cursor} == {"refactor.rewrite"}
+        assert all(a.data["startLine"] == 4 and a.data["endLine"] == 8 for a in at_cursor)
+        only = selection(uri, (6, 0), (8, 0), [diag])
+        only.context.only = [types.CodeActionKind.QuickFix]
+        assert [a.kind for a in await client.text_document_code_action_async(only)] == ["quickfix"]
+        assert prompts(tmp_path) == []
+
+
+async def test_resolve_produces_an_edit_for_the_document_version(
+    workspace: Path, models_dir: Path, tmp_path: Path
+) -> None:
+    async with lsp_session(workspace, options(models_dir, recording(tmp_path)), tmp_path) as client:
+        text = (workspace / "store.py").read_text()
+        uri = open_doc(client, workspace / "store.py")
+        actions = await client.text_document_code_action_async(selection(uri, (5, 3), (5, 3)))
+        loop = next(a for a in actions if a.title.startswith("Convert loop"))
+        resolved = await client.code_action_resolve_async(loop)
+        assert resolved.edit is not None
+        (change,) = resolved.edit.document_changes
+        assert change.text_document.version == 1 and change.text_document.uri == uri
+        result = apply(text, resolved.edit)
+        assert "        return [double(item) for item in items]\n" in result
+        assert result.startswith(text[: text.index("    def total")])  # lines before are untouched
+        assert result.endswith(text[text.index("\n    def name"):])
+        assert error_count("python", result) == 0
+        assert all(e.range.start.line >= 5 for e in change.edits)  # minimal: `def total` is kept
+        (prompt,) = prompts(tmp_path)
+        assert prompt.startswith("<|im_start|>system\n") and "<|im_start|>assistant\n```python\n" in prompt
+        assert "result.append(double(item))" in prompt
+
+
+async def test_quick_fix_command_streams_progress_and_applies(
+    workspace: Path, models_dir: Path, tmp_path: Path
+) -> None:
+    async with lsp_session(workspace, options(models_dir, recording(tmp_path, delay_ms=5)), tmp_path) as client:
+        received = record_apply_edits(client)
+        uri = open_doc(client, workspace / "store.py")
+        diag = diagnostic(8, "returns a list that callers mutate")
+        actions = await client.text_document_code_action_async(selection(uri, (8, 8), (8, 8), [diag]))
+        fix = next(a for a in actions if a.kind == "quickfix")
+        result = await (await run_command(client, "codeflow.runAction", fix.data))
+        assert result["applied"] is True and "return list(result)" in result["text"]
+        (params,) = received
+        after = apply((workspace / "store.py").read_text(), params.edit)
+        assert "        return list(result)\n" in after and error_count("python", after) == 0
+        (prompt,) = prompts(tmp_path)
+        assert "returns a list that callers mutate" in prompt and "pyflakes" in prompt
+        assert "line 9, column 9" in prompt
+        (reports,) = [vs for vs in client.progress_reports.values() if vs and vs[0].title != "Loading model"]
+        assert isinstance(reports[0], types.WorkDoneProgressBegin) and reports[0].cancellable
+        assert any(isinstance(v, types.WorkDoneProgressReport) and "def total" in (v.message or "") for v in reports)
+        assert isinstance(reports[-1], types.WorkDoneProgressEnd)
+
+
+async def test_an_answer_that_breaks_the_syntax_is_rejected(workspace: Path, models_dir: Path, tmp_path: Path) -> None:
+    async with lsp_session(workspace, options(models_dir, recording(tmp_path)), tmp_path) as client:
+        uri = open_doc(client, workspace / "store.py")
+        actions = await client.text_document_code_action_async(selection(uri, (5, 3), (5, 3)))
+        document = next(a for a in actions if a.title.startswith("Add docstring"))
+        resolved = await client.code_action_resolve_async(document)
+        assert resolved.edit is None
+        await asyncio.sleep(0.2)
+        assert messages(client, "does not parse"), [m.message for m in client.messages]
+
+
+async def test_a_document_edited_during_generation_is_not_overwritten(
+    workspace: Path, models_dir: Path, tmp_path: Path
+) -> None:
+    async with lsp_session(workspace, options(models_dir, recording(tmp_path)), tmp_path) as client:
+        received = record_apply_edits(client)
+        uri = open_doc(client, workspace / "store.py")
+        actions = await client.text_document_code_action_async(selection(uri, (5, 3), (5, 3)))
+        simplify = next(a for a in actions if a.title.startswith("Simplify"))
+        short = recording(tmp_path)  # the same answers, but this one ends quickly
+        pending = await run_command(client, "codeflow.runAction", simplify.data)
+        await wait_for_report(client)
+        client.text_document_did_change(types.DidChangeTextDocumentParams(
+            text_document=types.VersionedTextDocumentIdentifier(uri=uri, version=2),
+            content_changes=[types.TextDocumentContentChangePartial(
+                range=types.Range(start=types.Position(0, 0), end=types.Position(0, 0)), text="# mine\n")],
+        ))
+        token, _ = await wait_for_report(client)
+        client.protocol.notify(types.WINDOW_WORK_DONE_PROGRESS_CANCEL, types.WorkDoneProgressCancelParams(token=token))
+        result = await asyncio.wait_for(pending, timeout=15)
+        assert result["applied"] is False and received == []
+        assert short  # the recording stayed readable; the user's edit is the only change
+    # Without cancelling: the model finishes after the edit and the result is dropped.
+    fast = {"name": "recorded-chat", "answers": [{"match": "Simplify", "text": LOOP_ANSWER, "delay_ms": 60}]}
+    (tmp_path / "fast.json").write_text(json.dumps(fast))
+    async with lsp_session(workspace, options(models_dir, f"recorded:{tmp_path / 'fast.json'}"), tmp_path) as client:
+        received = record_apply_edits(client)
+        uri = open_doc(client, workspace / "store.py")
+        actions = await client.text_document_code_action_async(selection(uri, (5, 3), (5, 3)))
+        simplify = next(a for a in actions if a.title.startswith("Simplify"))
+        pending = await run_command(client, "codeflow.runAction", simplify.data)
+        await wait_for_report(client)
+        client.text_document_did_change(types.DidChangeTextDocumentParams(
+            text_document=types.VersionedTextDocumentIdentifier(uri=uri, version=2),
+            content_changes=[types.TextDocumentContentChangePartial(
+                range=types.Range(start=types.Position(0, 0), end=types.Position(0, 0)), text="# mine\n")],
+        ))
+        result = await asyncio.wait_for(pending, timeout=15)
+        assert result["applied"] is False and received == []
+        await asyncio.sleep(0.2)
+        assert messages(client, "document changed while the model was answering")
+
+
+@pytest.mark.parametrize("how", ["progress", "request"])
+async def test_cancellation_stops_generation(workspace: Path, models_dir: Path, tmp_path: Path, how: str) -> None:
+    async with lsp_session(workspace, options(models_dir, recording(tmp_path)), tmp_path) as client:
+        received = record_apply_edits(client)
+        uri = open_doc(client, workspace / "store.py")
+        actions = await client.text_document_code_action_async(selection(uri, (5, 3), (5, 3)))
+        simplify = next(a for a in actions if a.title.startswith("Simplify"))
+        msg_id = str(uuid.uuid4())
+        pending = await run_command(client, "codeflow.runAction", simplify.data, msg_id=msg_id)
+        token, _ = await wait_for_report(client)
+        if how == "progress":
+            client.protocol.notify(types.WINDOW_WORK_DONE_PROGRESS_CANCEL,
+                                   types.WorkDoneProgressCancelParams(token=token))
+            result = await asyncio.wait_for(pending, timeout=10)
+            assert result["applied"] is False
+        else:
+            client.protocol.notify(types.CANCEL_REQUEST, types.CancelParams(id=msg_id))
+            with pytest.raises(Exception):
+                await asyncio.wait_for(pending, timeout=10)
+        await asyncio.sleep(0.5)
+        first = await instruct_stats(client)
+        await asyncio.sleep(0.3)
+        second = await instruct_stats(client)
+        assert first["action"]["cancelled"] is True
+        assert 0 < first["action"]["tokens"] < 400 and first["action"]["tokens_after_cancel"] <= 1
+        assert second == first and received == []
+        assert isinstance(client.progress_reports[token][-1], types.WorkDoneProgressEnd)
+
+
+async def test_bad_requests_get_clean_errors_and_the_server_keeps_serving(
+    workspace: Path, models_dir: Path, tmp_path: Path
+) -> None:
+    async with lsp_session(workspace, options(models_dir, recording(tmp_path)), tmp_path) as client:
+        uri = open_doc(client, workspace / "store.py")
+        assert not await client.text_document_code_action_async(selection(uri, (500, 0), (501, 0)))
+        missing = (workspace / "nope.py").as_uri()
+        assert not await client.text_document_code_action_async(selection(missing, (0, 0), (0, 0)))
+        assert not await client.text_document_code_action_async(selection(uri, (1, 0), (1, 0)))  # no function
+        assert not await client.text_document_code_action_async(selection(uri, (5, 0), (2, 0)))  # reversed
+        bogus = types.CodeAction(title="x", data={"uri": uri, "action": "teleport", "startLine": 0, "endLine": 0})
+        assert (await client.code_action_resolve_async(bogus)).edit is None
+        assert (await client.code_action_resolve_async(types.CodeAction(title="y", data={"nope": 1}))).edit is None
+        past = {"uri": uri, "action": "simplify", "startLine": 90, "endLine": 95}
+        assert (await client.code_action_resolve_async(types.CodeAction(title="z", data=past))).edit is None
+        await asyncio.sleep(0.2)
+        assert messages(client, "outside the document") and messages(client, "teleport")
+        assert len(await client.text_document_code_action_async(selection(uri, (5, 3), (5, 3)))) >= 3
+
+
+@pytest.mark.parametrize(("chat_path", "expected"), [("", "no chat model is set"), ("/nope/chat.gguf", "nope")])
+async def test_a_missing_or_unset_chat_model_is_a_clear_error(
+    workspace: Path, models_dir: Path, tmp_path: Path, chat_path: str, expected: str
+) -> None:
+    async with lsp_session(workspace, options(models_dir, chat_path), tmp_path) as client:
+        uri = open_doc(client, workspace / "store.py")
+        actions = await client.text_document_code_action_async(selection(uri, (5, 3), (5, 3)))
+        assert actions  # listing never needs the model
+        resolved = await client.code_action_resolve_async(actions[0])
+        assert resolved.edit is None
+        await asyncio.sleep(0.2)
+        assert messages(client, expected), [m.message for m in client.messages]
+        assert await client.text_document_code_action_async(selection(uri, (5, 3), (5, 3)))
+
+
+async def test_real_instruct_model_resolves_an_action_end_to_end(
+    workspace: Path, models_dir: Path, tmp_path: Path
+) -> None:
+    from codeflow.quant.models import default_chat_model_path
+
+    async with lsp_session(workspace, options(models_dir, str(default_chat_model_path())), tmp_path) as client:
+        text = (workspace / "store.py").read_text()
+        uri = open_doc(client, workspace / "store.py")
+        actions = await client.text_document_code_action_async(selection(uri, (11, 8), (11, 8)))
+        document = next(a for a in actions if a.title.startswith("Add docstring"))
+        assert document.data["startLine"] == 10 and document.data["endLine"] == 11
+        resolved = await asyncio.wait_for(client.code_action_resolve_async(document), timeout=240)
+        stats = (await instruct_stats(client))["action"]
+        assert stats["tokens"] > 0 and stats["first_token_s"] > 0 and not stats["cancelled"]
+        if resolved.edit is None:  # a 135M model may answer badly; then the user is told why
+            await asyncio.sleep(0.2)
+            assert messages(client, "nothing was changed"), [m.message for m in client.messages]
+            return
+        (change,) = resolved.edit.document_changes
+        assert change.text_document.version == 1
+        assert all(10 <= e.range.start.line and e.range.end.line <= 12 for e in change.edits)
+        result = apply(text, resolved.edit)
+        assert error_count("python", result) == 0
+        assert result.startswith(text[: text.index("    def name")])
+        assert result.endswith(text[text.index("\n\ndef main"):])
