@@ -19,6 +19,7 @@ import psutil
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import recall  # noqa: E402  (bench/ is a folder of scripts, not a package)
+import report  # noqa: E402
 
 from codeflow.context import cache  # noqa: E402
 from codeflow.context.engine import ContextEngine, EngineConfig  # noqa: E402
@@ -123,8 +124,6 @@ def calibrate() -> dict:
 
 def write_readme(result: dict) -> None:
     """Replace (or add) this benchmark's section of bench/README.md, leaving the others alone."""
-    path = HERE / "README.md"
-    old = path.read_text() if path.exists() else "# Benchmarks\n"
     s = result.get("speed", {})
     rows = "\n".join(
         f"| {r['project']} | {r['lines']} / {r['targets']} | "
@@ -155,13 +154,7 @@ query at 8K p50 {s.get('query_8k_ms_p50')} ms, p95 **{s.get('query_8k_ms_p95')} 
 RSS {s.get('rss_mb_per_10k_files')} MB per 10k files. Load average at the end:
 {s.get('load_average_after')} on {os.cpu_count()} CPUs shared with other jobs, so the absolute times are inflated. Token estimate: {result.get('calibration')}.
 """
-    if SECTION in old:
-        head, _, rest = old.partition(SECTION)
-        nxt = rest.find("\n## ")
-        new = head + body + (rest[nxt:] if nxt >= 0 else "")
-    else:
-        new = old.rstrip("\n") + "\n\n" + body
-    path.write_text(new)
+    report.write("context", result, body)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -189,8 +182,6 @@ def main(argv: list[str] | None = None) -> int:
         result["speed"] = speed(STDLIB, args.stdlib_limit or None, args.seed)
         print(json.dumps(result["speed"]), flush=True)
     result["calibration"] = calibrate()
-    (HERE / "results").mkdir(exist_ok=True)
-    (HERE / "results" / "context.json").write_text(json.dumps(result, indent=2) + "\n")
     write_readme(result)
     return 0
 

@@ -2,38 +2,25 @@
 
 from __future__ import annotations
 
-import functools
-import importlib
-
 import tree_sitter as ts
 
-# LSP language id -> (grammar module, function returning the language pointer)
-GRAMMARS = {
-    "python": ("tree_sitter_python", "language"),
-    "javascript": ("tree_sitter_javascript", "language"),
-    "javascriptreact": ("tree_sitter_javascript", "language"),
-    "typescript": ("tree_sitter_typescript", "language_typescript"),
-    "typescriptreact": ("tree_sitter_typescript", "language_tsx"),
-    "go": ("tree_sitter_go", "language"),
-    "rust": ("tree_sitter_rust", "language"),
-    "java": ("tree_sitter_java", "language"),
-    "c": ("tree_sitter_c", "language"),
-    "cpp": ("tree_sitter_cpp", "language"),
-}
+from codeflow.context.errors import ContextError
+from codeflow.context.languages import SPECS, parser
+
+# LSP language ids that name a grammar differently from context.languages.
+LSP_TO_GRAMMAR = {"javascriptreact": "javascript", "typescriptreact": "tsx"}
 BLOCK_OPENERS = (":", "{", "=>")
 
 
-@functools.cache
 def parser_for(language: str) -> ts.Parser | None:
-    """A tree-sitter parser for an LSP language id, or None when no grammar wheel covers it."""
-    spec = GRAMMARS.get(language)
-    if spec is None:
+    """This thread's tree-sitter parser for an LSP language id, or None without a grammar."""
+    name = LSP_TO_GRAMMAR.get(language, language)
+    if name not in SPECS:
         return None
     try:
-        module = importlib.import_module(spec[0])
-    except ImportError:
+        return parser(name)
+    except ContextError:
         return None
-    return ts.Parser(ts.Language(getattr(module, spec[1])()))
 
 
 def opens_block(prefix: str, suffix: str, language: str) -> bool:

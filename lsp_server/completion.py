@@ -21,7 +21,7 @@ import msgspec
 from codeflow.context.postprocess import decide_multiline, postprocess
 from codeflow.context.prompt import BuiltPrompt, PromptFormat, build_prompt
 from codeflow.lsp_server.settings import Settings
-from codeflow.quant.backend import Backend, CancelToken, GenOptions, ModelInfo, Prompt
+from codeflow.quant.backend import Backend, CancelToken, GenOptions, GenStats, ModelInfo, Prompt
 
 log = logging.getLogger(__name__)
 CHARS_PER_TOKEN = 3.2
@@ -52,19 +52,12 @@ class Completion(msgspec.Struct, kw_only=True, frozen=True):
     prompt_kind: str
 
 
-class Stats(msgspec.Struct, kw_only=True):
-    """Diagnostics of the last job, for logs, tests and benchmarks."""
+class Stats(GenStats, kw_only=True):
+    """Diagnostics of the last completion job (the `codeflow/stats` request)."""
 
     key: str = ""
     prompt_kind: str = ""
-    prompt_chars: int = 0
-    tokens: int = 0
-    first_token_s: float = -1.0
-    total_s: float = -1.0
-    cancelled: bool = False
-    tokens_after_cancel: int = 0
     cache_hits: int = 0
-    error: str = ""
     prompt: str = ""
 
 
@@ -102,6 +95,8 @@ def window(prefix: str, suffix: str, prefix_tokens: int, suffix_tokens: int) -> 
     """Clip prefix and suffix to whole lines within budget; the prefix start moves in steps."""
     limit = int(prefix_tokens * CHARS_PER_TOKEN)
     lines = prefix.split("\n")
+    if len(lines[-1]) > limit:  # one huge line (minified code, data): keep its end
+        return lines[-1][-limit:], suffix[: int(suffix_tokens * CHARS_PER_TOKEN)]
     start, size = len(lines) - 1, len(lines[-1])
     while start > 0 and size + len(lines[start - 1]) + 1 <= limit:
         start -= 1
@@ -151,11 +146,12 @@ class _Job:
     def wait(self, ready: Callable[[str], bool], cancel: CancelToken) -> str:
         """Block until `ready(raw)`, the job ends, or `cancel` is set; return raw."""
         with self.cond:
-            while not (self.done or ready(self.raw)):
+            while True:
                 if cancel.cancelled:
                     raise Cancelled()
+                if self.done or ready(self.raw):
+                    return self.raw
                 self.cond.wait(timeout=0.02)
-            return self.raw
 
 
 class CompletionService:
@@ -173,6 +169,7 @@ class CompletionService:
         self._jobs: dict[str, _Job] = {}
         self._lock = threading.Lock()
         self.last = Stats()
+        self.previous = Stats()
 
     def complete(self, req: CompletionRequest, cancel: CancelToken) -> Completion:
         """Blocking: the completion for `req`; raises Cancelled when `cancel` is set first."""
@@ -267,6 +264,7 @@ class CompletionService:
         opts = GenOptions(max_tokens=max_tokens, temperature=cfg.temperature, stop=built.stop)
         with self._lock:
             self._jobs[req.key] = job
+            self.previous, self.last = self.last, job.stats  # live: counts grow while it runs
         thread = threading.Thread(target=self._run, args=(job, backend, opts), daemon=True, name="codeflow-gen")
         thread.start()
         return job
@@ -304,7 +302,6 @@ class CompletionService:
         job.stats.total_s = time.perf_counter() - started
         job.stats.cancelled = job.cancel.cancelled
         job.stats.tokens_after_cancel = job.cancel.tokens_after_cancel
-        self.last = job.stats
         job.finish(error)
         log.debug("job %s: %d tokens, first after %.3fs", job.req.key, job.stats.tokens, job.stats.first_token_s)
 

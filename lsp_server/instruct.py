@@ -21,7 +21,7 @@ from codeflow.context.edits import EditPlan
 from codeflow.context.errors import PositionError
 from codeflow.context.prompt import BuiltPrompt, render_chat
 from codeflow.lsp_server.completion import Cancelled, prompt_format
-from codeflow.quant.backend import Backend, CancelToken, GenOptions, Prompt
+from codeflow.quant.backend import Backend, CancelToken, GenOptions, GenStats, Prompt
 from codeflow.quant.errors import ModelNotFoundError
 
 log = logging.getLogger(__name__)
@@ -105,18 +105,11 @@ class Offer(msgspec.Struct, kw_only=True, frozen=True):
     data: ActionData
 
 
-class Stats(msgspec.Struct, kw_only=True):
+class Stats(GenStats, kw_only=True):
     """Timings of the last instruct job (for `codeflow/instructStats`, tests and benchmarks)."""
 
     task: str = ""
     model: str = ""
-    prompt_chars: int = 0
-    tokens: int = 0
-    first_token_s: float = -1.0
-    total_s: float = -1.0
-    cancelled: bool = False
-    tokens_after_cancel: int = 0
-    error: str = ""
 
 
 # Listing ---------------------------------------------------------------------------------------

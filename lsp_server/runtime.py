@@ -59,6 +59,7 @@ class Runtime:
         self._backend: FallbackBackend | None = None
         self._chat: FallbackBackend | None = None
         self.engine: object | None = None
+        self._closed = False
         self.completion = CompletionService(self.backend, settings)
 
     def backend(self) -> Backend:
@@ -204,7 +205,10 @@ class Runtime:
         return msgspec.to_builtins(packed)
 
     def close(self) -> None:
-        """Stop generation, the watcher and the models."""
+        """Stop generation, the watcher and the models (idempotent)."""
+        if self._closed:
+            return
+        self._closed = True
         self.completion.stop_all()
         self.completion.wait_idle(timeout=2.0)
         if self.engine is not None:

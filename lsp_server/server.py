@@ -39,6 +39,13 @@ class CodeflowServer(LanguageServer):
         self.roots: list[Path] = []
         self._load_lock: asyncio.Lock | None = None
 
+    def shutdown(self) -> None:
+        """Also on a lost connection: stop generating and free the models, so the process ends."""
+        try:
+            self.runtime.close()
+        finally:
+            super().shutdown()
+
     def _on_status(self, status: msgspec.Struct) -> None:
         self.report.status(status)
         state = getattr(status, "state", "")
@@ -249,7 +256,8 @@ async def show_context(ls: CodeflowServer, *args: object) -> dict:
 @server.feature(STATS_METHOD)
 def stats(ls: CodeflowServer, params: object) -> dict:
     """Diagnostics of the last completion job (timings, tokens, cancellation)."""
-    return msgspec.to_builtins(ls.runtime.completion.last)
+    service = ls.runtime.completion
+    return {**msgspec.to_builtins(service.last), "previous": msgspec.to_builtins(service.previous)}
 
 
 @server.feature(types.SHUTDOWN)

@@ -65,6 +65,18 @@ class GenOptions(msgspec.Struct, kw_only=True, frozen=True):
     seed: int = 0
 
 
+class GenStats(msgspec.Struct, kw_only=True):
+    """Timings and counts of one generation, for logs, tests and benchmarks."""
+
+    prompt_chars: int = 0
+    tokens: int = 0
+    first_token_s: float = -1.0
+    total_s: float = -1.0
+    cancelled: bool = False
+    tokens_after_cancel: int = 0
+    error: str = ""
+
+
 class CancelToken:
     """A flag checked between tokens; set it and generation stops within one token step."""
 

@@ -132,7 +132,7 @@ def wait_for_ghost(nvim: Any) -> str:
 
 
 def test_typing_shows_ghost_text_and_tab_accepts_it(nvim: Any) -> None:
-    typed, offset = type_at_unfinished_line(nvim, "U")
+    typed, offset = type_at_unfinished_line(nvim, "(")
     ghost = wait_for_ghost(nvim)
     assert ghost
     mark = ghost_marks(nvim)[0]
@@ -153,7 +153,7 @@ def test_typing_shows_ghost_text_and_tab_accepts_it(nvim: Any) -> None:
 
 
 def test_accept_word_keeps_the_rest_and_esc_dismisses(nvim: Any) -> None:
-    typed, offset = type_at_unfinished_line(nvim, "u")
+    typed, offset = type_at_unfinished_line(nvim, "[")
     ghost = wait_for_ghost(nvim)
     word = nvim.exec_lua("return require('codeflow.ghost')._next_word(...)", ghost)
     nvim.input("<M-w>")
@@ -170,7 +170,7 @@ def test_accept_word_keeps_the_rest_and_esc_dismisses(nvim: Any) -> None:
 
 
 def test_cursor_move_dismisses_and_typing_the_ghost_keeps_it(nvim: Any) -> None:
-    typed, _ = type_at_unfinished_line(nvim, "U")
+    typed, _ = type_at_unfinished_line(nvim, "(")
     ghost = wait_for_ghost(nvim)
     first = ghost[0]
     # Type the character itself: `<` is a key name, control characters need CTRL-V.

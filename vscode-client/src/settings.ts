@@ -22,6 +22,7 @@ export const SERVER_SETTINGS: readonly SettingSpec[] = [
   { key: 'model.nGpuLayers', type: 'integer', default: -1, minimum: -1, description: 'Layers to offload to the GPU: -1 lets the planner decide, 0 keeps everything on the CPU.' },
   { key: 'model.nThreads', type: 'integer', default: 0, minimum: 0, description: 'CPU threads for llama.cpp; 0 picks automatically.' },
   { key: 'model.kvType', type: 'string', default: 'f16', enum: ['f16', 'q8_0', 'q4_0'], description: 'Type of the KV cache.' },
+  { key: 'model.inProcess', type: 'boolean', default: false, description: 'Run llama.cpp inside the server process instead of a worker process (debugging only).' },
   { key: 'completion.enabled', type: 'boolean', default: true, description: 'Show inline (ghost text) completions.' },
   { key: 'completion.maxTokens', type: 'integer', default: 64, minimum: 1, description: 'Tokens generated for an automatic completion.' },
   { key: 'completion.maxTokensInvoked', type: 'integer', default: 256, minimum: 1, description: 'Tokens generated when a completion is explicitly requested.' },
