@@ -93,85 +93,97 @@ def _type_at(text: str, line: int, col: int, char: str) -> str:
     return "\n".join(lines)
 
 
-def _stamp(text: str, i: int) -> str:
-    """Change the first line so nothing (cache or KV) from an earlier run can be reused."""
-    return f"# run {i}\n" + text
+def _stamp_models(text: str, i: int) -> str:
+    """Change the first context snippet (class User) so no KV state from earlier runs matches."""
+    return text.replace('"""A registered user, identified by email."""', f'"""A registered user (run {i})."""')
 
 
-async def server_runs(model: str, repeats: int) -> dict[str, Any]:
-    """(b), (c) and (d) through the server."""
+async def server_runs(model: str, repeats: int, bare: Any) -> dict[str, Any]:
+    """(b), (c) and (d) through the server. Each prompt the server built is replayed at once on
+    the bare llama-cpp-python model (`bare`), so (a) and (b) run side by side, in the same order."""
     s = Session(model)
     await s.start()
-    app = (SAMPLE / "app.py").read_text()
-    uri = s.open("app.py", app)
+    app, models = (SAMPLE / "app.py").read_text(), (SAMPLE / "models.py").read_text()
+    uri, models_uri = s.open("app.py", app), s.open("models.py", models)
     await s.complete(uri, 0, 0)  # load the model and index the workspace
     line, col = CURSORS["app.py"]
-    cold, cold_ttft, warm_ttft, warm_total, typed_through = [], [], [], [], []
+    out: dict[str, list] = {k: [] for k in (
+        "cold_first_line_s", "cold_ttft_s", "warm_ttft_s", "warm_first_line_s", "typed_through_s", "prompts")}
     for i in range(repeats):
-        text = _stamp(app, i)
-        s.replace(uri, text)
-        shown, elapsed, st = await s.complete(uri, line + 1, col)
-        cold.append(elapsed)
-        cold_ttft.append(st["first_token_s"])
+        s.replace(models_uri, _stamp_models(models, i))
+        # A new first line too: the completion cache must not serve the last run's answer.
+        app = f"# run {i}\n" + (SAMPLE / "app.py").read_text()
+        s.replace(uri, app)
+        line = CURSORS["app.py"][0] + 1
+        shown, elapsed, st = await s.complete(uri, line, col)
+        out["cold_first_line_s"].append(elapsed)
+        out["cold_ttft_s"].append(st["first_token_s"])
+        out["prompts"].append(st["prompt"])
+        bare.replay(st["prompt"], warm=False)
         # Warm: one typed character that the completion did not predict (no cache hit).
         char = "X" if not shown.startswith("X") else "Y"
-        s.replace(uri, _type_at(text, line + 1, col, char))
-        _, elapsed, st = await s.complete(uri, line + 1, col + 1)
-        warm_total.append(elapsed)
-        warm_ttft.append(st["first_token_s"])
+        s.replace(uri, _type_at(app, line, col, char))
+        _, elapsed, st = await s.complete(uri, line, col + 1)
+        out["warm_first_line_s"].append(elapsed)
+        out["warm_ttft_s"].append(st["first_token_s"])
+        out["prompts"].append(st["prompt"])
+        bare.replay(st["prompt"], warm=True)
         if len(shown) > 1:  # typing the predicted character is served from the cache
-            s.replace(uri, _type_at(text, line + 1, col, shown[0]))
-            _, elapsed, st = await s.complete(uri, line + 1, col + 1)
-            typed_through.append(elapsed)
-    alternating = await _alternate(s, app, repeats)
+            s.replace(uri, app)
+            shown, _, _ = await s.complete(uri, line, col)
+            if len(shown) > 1:
+                s.replace(uri, _type_at(app, line, col, shown[0]))
+                _, elapsed, st = await s.complete(uri, line, col + 1)
+                out["typed_through_s"].append(elapsed)
+    out.update(await _alternate(s, (SAMPLE / "app.py").read_text(), models, repeats))
     await s.stop()
-    return {
-        "cold_first_line_s": cold, "cold_ttft_s": cold_ttft, "warm_ttft_s": warm_ttft,
-        "warm_first_line_s": warm_total, "typed_through_s": typed_through, **alternating,
-    }
+    return out
 
 
-async def _alternate(s: Session, app: str, repeats: int) -> dict[str, Any]:
-    """(d): two open files, requests alternating between them, each after one typed character."""
-    models = (SAMPLE / "models.py").read_text()
-    docs = {"app.py": _stamp(app, 99), "models.py": _stamp(models, 99)}
-    uris = {"app.py": (SAMPLE / "app.py").as_uri(), "models.py": s.open("models.py", docs["models.py"])}
-    s.replace(uris["app.py"], docs["app.py"])
+async def _alternate(s: Session, app: str, models: str, repeats: int) -> dict[str, Any]:
+    """(d): two open files, requests alternating between them. The cursor moves by one column
+    each time (no edit, so neither file changes the other's cross-file context, and the
+    completion cache cannot answer): what is measured is the cost of switching KV state."""
+    docs = {"app.py": app, "models.py": _stamp_models(models, 99)}
+    uris = {name: (SAMPLE / name).as_uri() for name in docs}
     cold: list[float] = []
     for name, uri in uris.items():
+        s.replace(uri, docs[name])
         line, col = CURSORS[name]
-        cold.append((await s.complete(uri, line + 1, col))[2]["first_token_s"])
+        cold.append((await s.complete(uri, line, col))[2]["first_token_s"])
     switch: list[float] = []
     for i in range(repeats * 2):
         name = ("app.py", "models.py")[i % 2]
         line, col = CURSORS[name]
-        docs[name] = _type_at(docs[name], line + 1, col + i // 2, "XYZW"[i % 4])
-        s.replace(uris[name], docs[name])
-        switch.append((await s.complete(uris[name], line + 1, col + i // 2 + 1))[2]["first_token_s"])
+        switch.append((await s.complete(uris[name], line, col - 1 + (i // 2) % 2))[2]["first_token_s"])
     return {"alternating_cold_ttft_s": cold, "alternating_ttft_s": switch}
 
 
-def bare_runs(model: str, prompt: str, repeats: int) -> dict[str, Any]:
-    """(a): llama-cpp-python's create_completion on the server's own prompt, and its warm paths."""
-    from llama_cpp import Llama
+class Bare:
+    """(a): llama-cpp-python's own create_completion, one Llama, one sequence."""
 
-    llm = Llama(model_path=model, n_ctx=4096, verbose=False)
-    tokens = llm.tokenize(prompt.encode(), add_bos=True, special=True)
-    cold, cold_ttft, warm_ttft = [], [], []
-    for _ in range(repeats):
-        llm.reset()
-        first, line = _timed(llm, tokens)
-        cold_ttft.append(first)
-        cold.append(line)
-        warm_tokens = llm.tokenize((prompt + "X").encode(), add_bos=True, special=True)
-        warm_ttft.append(_timed(llm, warm_tokens)[0])
-    other = llm.tokenize(("# other file\n" + prompt).encode(), add_bos=True, special=True)
-    switch = []
-    for i in range(repeats):
-        _timed(llm, other + tokens[-1:] * (i + 1))
-        switch.append(_timed(llm, tokens + tokens[-1:] * i)[0])
-    llm.close()
-    return {"cold_first_line_s": cold, "cold_ttft_s": cold_ttft, "warm_ttft_s": warm_ttft, "alternating_ttft_s": switch}
+    def __init__(self, model: str) -> None:
+        from llama_cpp import Llama
+
+        self.llm = Llama(model_path=model, n_ctx=4096, verbose=False)
+        self.results: dict[str, list[float]] = {
+            k: [] for k in ("cold_first_line_s", "cold_ttft_s", "warm_ttft_s", "alternating_ttft_s")}
+
+    def replay(self, prompt: str, warm: bool) -> None:
+        """Run the server's prompt; the KV prefix it reuses is the same one the server had."""
+        first, line = _timed(self.llm, self.llm.tokenize(prompt.encode(), add_bos=True, special=True))
+        if warm:
+            self.results["warm_ttft_s"].append(first)
+        else:
+            self.results["cold_ttft_s"].append(first)
+            self.results["cold_first_line_s"].append(line)
+
+    def alternate(self, a: str, b: str) -> None:
+        """Two files' prompts in turn: one sequence re-evaluates each on every switch."""
+        for prompt in (a, b) * 3:
+            tokens = self.llm.tokenize(prompt.encode(), add_bos=True, special=True)
+            self.results["alternating_ttft_s"].append(_timed(self.llm, tokens)[0])
+        del self.results["alternating_ttft_s"][:2]
 
 
 def _timed(llm: Any, tokens: list[int]) -> tuple[float, float]:
@@ -186,27 +198,6 @@ def _timed(llm: Any, tokens: list[int]) -> tuple[float, float]:
         if "\n" in text:
             break
     return first, time.perf_counter() - started
-
-
-def server_prompt(model: str) -> str:
-    """The exact prompt the server builds at the app.py cursor (same settings, same context)."""
-    from codeflow.lsp_server.cmd_complete import split
-    from codeflow.lsp_server.completion import CompletionRequest, prompt_format
-    from codeflow.lsp_server.runtime import Runtime
-    from codeflow.lsp_server.settings import build
-
-    settings, _ = build(SAMPLE, _options(model))
-    runtime = Runtime(settings, SAMPLE)
-    runtime.start_context([SAMPLE], watch=False)
-    runtime.load()
-    line, col = CURSORS["app.py"]
-    text = _stamp((SAMPLE / "app.py").read_text(), 0)
-    prefix, suffix = split(text, line + 2, col + 1, SAMPLE / "app.py")
-    req = CompletionRequest(key="bench", path="app.py", language="python", prefix=prefix, suffix=suffix)
-    backend = runtime.backend()
-    built = runtime.completion._build(req, prompt_format(backend.info), backend)
-    runtime.close()
-    return built.text
 
 
 def summarise(bare: dict[str, Any], served: dict[str, Any], prompt_tokens: int) -> dict[str, Any]:
@@ -232,13 +223,13 @@ def main(argv: list[str] | None = None) -> int:
     from codeflow.quant.models import resolve_model
 
     model = str(resolve_model(args.model or ""))
-    prompt = server_prompt(model)
-    from llama_cpp import Llama
-
-    n_prompt = len(Llama(model_path=model, n_ctx=512, verbose=False, vocab_only=True).tokenize(prompt.encode(), special=True))
-    bare = bare_runs(model, prompt, args.repeats)
-    served = asyncio.run(server_runs(model, args.repeats))
+    runner = Bare(model)
+    served = asyncio.run(server_runs(model, args.repeats, runner))
+    runner.alternate(served["prompts"][0], served["prompts"][2])
+    bare = runner.results
+    n_prompt = len(runner.llm.tokenize(served["prompts"][0].encode(), special=True))
     ratios = summarise(bare, served, n_prompt)
+    served["prompts"] = [p[-300:] for p in served["prompts"][:2]]  # the ends of two, to keep the JSON small
     data = {"model": Path(model).name, "repeats": args.repeats, "ratios": ratios, "bare": bare, "server": served}
     rows = [(k, f"{v:.3f}" if isinstance(v, float) else v) for k, v in ratios.items()]
     md = "\n".join([

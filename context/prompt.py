@@ -55,7 +55,7 @@ def file_header(path: str, language: str, file_sep: str | None) -> str:
     """The header line that names a file in a prompt."""
     if file_sep:
         return f"{file_sep}{path}\n"
-    return f"{comment_prefix(language)} Path: {path}\n"
+    return f"{comment_prefix(language)} path: {path}\n"
 
 
 def build_prompt(

@@ -27,9 +27,10 @@ log = logging.getLogger(__name__)
 CHARS_PER_TOKEN = 3.2
 # The prefix window starts on a multiple of this many lines, so it stays put while typing.
 WINDOW_STEP = 32
-# The identifier being typed: the prompt stops before it and the answer must start with it, so
-# the model is not asked to continue half a token ("user = U" must not become "UUser").
-WORD_TAIL = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,31}$")
+# Token healing: the prompt stops before the identifier being typed and the spaces before it (or
+# trailing spaces), and the answer must start with them. Otherwise the model is asked to continue
+# half a token: "user = U" became "UUser", and "user = " (a lone space token) made it write "0".
+WORD_TAIL = re.compile(r"(?:(?<=\S)[ \t]+)?[A-Za-z_][A-Za-z0-9_]{0,31}$|(?<=\S)[ \t]+$")
 
 
 class CompletionRequest(msgspec.Struct, kw_only=True, frozen=True):
@@ -253,21 +254,25 @@ class CompletionService:
         """Stop whatever runs (one model, one stream) and start a job for `req`."""
         self.stop_all()
         backend = self._backend()
-        fmt = prompt_format(backend.info)
         multiline = decide_multiline(req.prefix, req.suffix, req.language, req.invoked)
-        cfg = self.settings.completion
-        max_tokens = (cfg.max_tokens_invoked if multiline else cfg.max_tokens) + cfg.background_tokens
-        fragment = WORD_TAIL.search(req.prefix[-64:])
-        base = req.prefix[: len(req.prefix) - len(fragment.group(0))] if fragment else req.prefix
-        built = self._build(req, base, fmt, backend, max_tokens)
+        base, built, max_tokens = self.prompt_for(req, backend, multiline)
         job = _Job(req, base, built, multiline)
-        opts = GenOptions(max_tokens=max_tokens, temperature=cfg.temperature, stop=built.stop)
+        opts = GenOptions(max_tokens=max_tokens, temperature=self.settings.completion.temperature, stop=built.stop)
         with self._lock:
             self._jobs[req.key] = job
             self.previous, self.last = self.last, job.stats  # live: counts grow while it runs
         thread = threading.Thread(target=self._run, args=(job, backend, opts), daemon=True, name="codeflow-gen")
         thread.start()
         return job
+
+    def prompt_for(self, req: CompletionRequest, backend: Backend, multiline: bool) -> tuple[str, BuiltPrompt, int]:
+        """(prompt end in the document, the prompt, the token budget) for a request."""
+        cfg = self.settings.completion
+        max_tokens = (cfg.max_tokens_invoked if multiline else cfg.max_tokens) + cfg.background_tokens
+        fragment = WORD_TAIL.search(req.prefix[-64:])
+        base = req.prefix[: len(req.prefix) - len(fragment.group(0))] if fragment else req.prefix
+        built = self._build(req, base, prompt_format(backend.info), backend, max_tokens)
+        return base, built, max_tokens
 
     def _build(
         self, req: CompletionRequest, base: str, fmt: PromptFormat, backend: Backend, max_tokens: int

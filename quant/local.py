@@ -151,7 +151,7 @@ class LocalBackend:
         size = llama_cpp().llama_state_seq_get_size(llm.ctx, 0)
         buf = (ctypes.c_uint8 * size)()
         written = llama_cpp().llama_state_seq_get_data(llm.ctx, buf, size, 0)
-        self._warm[self._current_key] = _SeqState(list(llm.input_ids[: llm.n_tokens]), bytes(buf[:written]))
+        self._warm[self._current_key] = _SeqState(list(llm.input_ids[: llm.n_tokens]), ctypes.string_at(buf, written))
         self._warm.move_to_end(self._current_key)
         while len(self._warm) > self._warm_slots:
             self._warm.popitem(last=False)

@@ -29,11 +29,11 @@ def request(prefix: str, suffix: str = "\n") -> CompletionRequest:
 
 
 def test_token_healing_completes_the_word_being_typed(tmp_path: Path) -> None:
-    svc = service(tmp_path, 'User.find_by_email(data["email"])\n    return user\n')
+    svc = service(tmp_path, ' User.find_by_email(data["email"])\n    return user\n')
     result = svc.complete(request(PREFIX + "U"), CancelToken())
     assert result.text == 'ser.find_by_email(data["email"])'
     # The prompt stopped before the fragment, so the model was not asked to continue "U".
-    assert svc.last.prompt.endswith("user = ")
+    assert svc.last.prompt.endswith("user =")
 
 
 def test_a_model_that_does_not_continue_the_word_shows_nothing(tmp_path: Path) -> None:
@@ -42,7 +42,7 @@ def test_a_model_that_does_not_continue_the_word_shows_nothing(tmp_path: Path) -
 
 
 def test_typing_through_the_ghost_text_is_served_from_the_cache(tmp_path: Path) -> None:
-    svc = service(tmp_path, 'User.find_by_email(data["email"])\n')
+    svc = service(tmp_path, ' User.find_by_email(data["email"])\n')
     first = svc.complete(request(PREFIX), CancelToken())
     assert first.text == 'User.find_by_email(data["email"])' and not first.from_cache
     second = svc.complete(request(PREFIX + "User.fi"), CancelToken())
@@ -52,7 +52,7 @@ def test_typing_through_the_ghost_text_is_served_from_the_cache(tmp_path: Path) 
 
 
 def test_accepting_and_asking_for_more_continues_from_the_cache(tmp_path: Path) -> None:
-    svc = service(tmp_path, 'User.find_by_email(data["email"])\n    if user is None:\n        abort(401)\n')
+    svc = service(tmp_path, ' User.find_by_email(data["email"])\n    if user is None:\n        abort(401)\n')
     first = svc.complete(request(PREFIX), CancelToken())
     svc.wait_idle()
     accepted = PREFIX + first.text + "\n    "

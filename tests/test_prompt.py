@@ -12,7 +12,7 @@ FIM = PromptFormat(kind="fim", fim_prefix="<P>", fim_suffix="<S>", fim_middle="<
 def test_fim_prompt_puts_context_first_and_uses_the_models_markers() -> None:
     built = build_prompt(FIM, context="# ctx\n", prefix="def f():\n    ", suffix="\n", path="a.py", language="python")
     assert built.kind == "fim"
-    assert built.text == "# ctx\n# Path: a.py\n<P>def f():\n    <S>\n<M>"
+    assert built.text == "# ctx\n# path: a.py\n<P>def f():\n    <S>\n<M>"
     assert "<E>" in built.stop
 
 
@@ -26,8 +26,8 @@ def test_fim_with_file_separator_names_files_with_it() -> None:
 
 def test_prefix_prompt_ends_with_the_prefix() -> None:
     fmt = PromptFormat(kind="prefix")
-    built = build_prompt(fmt, context="// Path: lib.js\nexport const a = 1;\n", prefix="const b = ", suffix=";\n", path="main.js", language="javascript")
-    assert built.text.endswith("// Path: main.js\nconst b = ")
+    built = build_prompt(fmt, context="// path: lib.js\nexport const a = 1;\n", prefix="const b = ", suffix=";\n", path="main.js", language="javascript")
+    assert built.text.endswith("// path: main.js\nconst b = ")
     assert built.stop == ()
 
 
