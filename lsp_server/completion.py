@@ -109,6 +109,23 @@ def window(prefix: str, suffix: str, prefix_tokens: int, suffix_tokens: int) -> 
     return "\n".join(lines[start:]), suffix[: max(cut, 0)]
 
 
+def continuation(raw: str, typed: str) -> tuple[bool | None, str]:
+    """What the model wrote past what the user typed after the prompt's end.
+
+    (True, text) when it agrees with the typed text; (False, "") when it went elsewhere;
+    (None, "") while too little is generated to tell. Held-back spaces are lenient: a model
+    may choose its own spacing there, and what the user typed stays as typed.
+    """
+    if raw.startswith(typed):
+        return True, raw[len(typed):]
+    if not typed.strip():
+        stripped = raw.lstrip(" \t")
+        return (True, stripped) if stripped or len(raw) > len(typed) else (None, "")
+    if typed.startswith(raw):
+        return None, ""
+    return False, ""
+
+
 def fit_budgets(n_ctx: int, max_tokens: int, context: int, prefix: int, suffix: int) -> tuple[int, int, int]:
     """Shrink the (context, prefix, suffix) token budgets so prompt and answer fit n_ctx."""
     room = max(64, n_ctx - max_tokens - 32)
@@ -180,9 +197,10 @@ class CompletionService:
         multiline = decide_multiline(req.prefix, req.suffix, req.language, req.invoked)
 
         def ready(raw: str) -> bool:
-            if not raw.startswith(typed):
-                return len(raw) >= len(typed)  # the model went elsewhere: nothing to show
-            return self._enough(job, raw[len(typed):], req, multiline)
+            ok, text = continuation(raw, typed)
+            if ok is None:
+                return False
+            return not ok or self._enough(job, text, req, multiline)
 
         try:
             raw = job.wait(ready, cancel)
@@ -191,9 +209,8 @@ class CompletionService:
             raise
         if job.error is not None and not raw:
             raise job.error
-        text = ""
-        if raw.startswith(typed):
-            text = postprocess(raw[len(typed):], req.prefix, req.suffix, multiline=multiline, language=req.language)
+        ok, text = continuation(raw, typed)
+        text = postprocess(text, req.prefix, req.suffix, multiline=multiline, language=req.language) if ok else ""
         if hit:
             job.stats.cache_hits += 1
         return Completion(text=text, multiline=multiline, from_cache=hit is not None, prompt_kind=job.built.kind)
@@ -208,10 +225,10 @@ class CompletionService:
             while True:
                 whole = job.wait(lambda r: len(r) != seen, cancel)
                 seen = len(whole)
-                if len(whole) >= len(typed) and not whole.startswith(typed):
+                ok, raw = continuation(whole, typed)
+                if ok is False:
                     return
-                raw = whole[len(typed):]
-                finished = job.done or self._enough(job, raw, req, multiline)
+                finished = job.done or (ok is True and self._enough(job, raw, req, multiline))
                 upto = raw if finished else raw[: raw.rfind("\n") + 1]
                 text = postprocess(upto, req.prefix, req.suffix, multiline=multiline, language=req.language)
                 if text.startswith(shown) and len(text) > len(shown):

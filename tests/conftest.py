@@ -23,6 +23,8 @@ def models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     write_tiny_gguf(out / "fim.gguf", fim=True)
     write_tiny_gguf(out / "fim_vocab.gguf", fim="vocab")
     write_tiny_gguf(out / "chat.gguf", chat_template=CHATML)
+    # Only printable pieces in the output: what is shown is exactly what was generated.
+    write_tiny_gguf(out / "printable.gguf", byte_output=False)
     # Never ends a line or the text: generation runs until it is stopped.
     write_tiny_gguf(out / "endless.gguf", newline=False, eos=False, n_embd=256, n_layer=4, n_ff=512)
     return out

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from codeflow.lsp_server.completion import Cancelled, CompletionRequest, CompletionService, fit_budgets
+from codeflow.lsp_server.completion import Cancelled, CompletionRequest, CompletionService, continuation, fit_budgets
 from codeflow.lsp_server.settings import Settings, apply_layer
 from codeflow.quant.backend import CancelToken
 from codeflow.quant.recorded import RecordedBackend
@@ -34,6 +34,15 @@ def test_token_healing_completes_the_word_being_typed(tmp_path: Path) -> None:
     assert result.text == 'ser.find_by_email(data["email"])'
     # The prompt stopped before the fragment, so the model was not asked to continue "U".
     assert svc.last.prompt.endswith("user =")
+
+
+@pytest.mark.parametrize(
+    ("raw", "typed", "want"),
+    [(" User", " ", (True, "User")), ("User", " ", (True, "User")), ("", " ", (None, "")),
+     (" Us", " U", (True, "s")), (" No", " U", (False, "")), (" ", " U", (None, ""))],
+)
+def test_continuation(raw: str, typed: str, want: tuple) -> None:
+    assert continuation(raw, typed) == want
 
 
 def test_a_model_that_does_not_continue_the_word_shows_nothing(tmp_path: Path) -> None:
