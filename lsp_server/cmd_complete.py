@@ -9,6 +9,8 @@ from pathlib import Path
 
 import msgspec
 
+from codeflow.context.engine import parse_position
+from codeflow.context.errors import PositionError
 from codeflow.lsp_server import settings as config
 from codeflow.lsp_server.completion import CompletionRequest
 from codeflow.lsp_server.convert import language_of
@@ -31,17 +33,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-tokens", type=int, help="most tokens to generate")
     p.add_argument("--no-context", action="store_true", help="use the current file only")
     p.set_defaults(func=run)
-
-
-def parse_target(spec: str) -> tuple[Path, int, int]:
-    """FILE:LINE:COL with 1-based numbers -> (path, line, col)."""
-    parts = spec.rsplit(":", 2)
-    if len(parts) != 3 or not parts[1].isdigit() or not parts[2].isdigit():
-        raise CliError(f"expected FILE:LINE:COL with 1-based numbers, got {spec!r}")
-    line, col = int(parts[1]), int(parts[2])
-    if line < 1 or col < 1:
-        raise CliError(f"LINE and COL are 1-based, got {line}:{col}")
-    return Path(parts[0]), line, col
 
 
 def read_source(path: Path) -> str:
@@ -99,7 +90,10 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _complete(args: argparse.Namespace) -> int:
-    path, line, col = parse_target(args.target)
+    try:
+        path, line, col = parse_position(args.target)
+    except PositionError as exc:
+        raise CliError(str(exc)) from exc
     source = read_source(path)
     prefix, suffix = split(source, line, col, path)
     workspace = (args.workspace or path.parent).resolve()
