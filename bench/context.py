@@ -8,7 +8,6 @@ import argparse
 import json
 import os
 import random
-import statistics
 import sys
 import tempfile
 import time
@@ -25,7 +24,7 @@ from codeflow.context import cache  # noqa: E402
 from codeflow.context.engine import ContextEngine, EngineConfig  # noqa: E402
 from codeflow.context.extract import parse  # noqa: E402
 from codeflow.context.languages import language_of  # noqa: E402
-from codeflow.context.walk import FileFilter, walk  # noqa: E402
+from codeflow.context.walk import walk  # noqa: E402
 from codeflow.context.workspace import Workspace  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
