@@ -240,7 +240,7 @@ def _execute(ls: CodeflowServer, data: instruct.ActionData, text: str, language:
     backend = ls.runtime.chat_backend()
     path = fs_path(data.uri)
     budget = ls.runtime.settings.context.budget_tokens if ls.runtime.settings.context.enabled else 0
-    context = instruct.gather_context(ls.runtime.engine, path, text, data.start_line, budget, None)
+    context = instruct.gather_context(ls.runtime.settled_engine(), path, text, data.start_line, budget, None)
     return instruct.run_action(backend, data, text, language, ls.display_path(str(path)), context,
                                cancel, on_text, stats)
 
@@ -306,7 +306,8 @@ async def _facts(ls: CodeflowServer, uri: str, position: types.Position) -> tupl
         return None
     language = convert.language_of(doc.path or uri, doc.language_id)
     path = fs_path(uri)
-    facts = await asyncio.to_thread(explain.describe, ls.runtime.engine, path, ls.display_path(str(path)),
+    engine = await asyncio.to_thread(ls.runtime.settled_engine)
+    facts = await asyncio.to_thread(explain.describe, engine, path, ls.display_path(str(path)),
                                     prefix + suffix, language, position.line, word[0])
     if facts is None:
         return None

@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import msgspec
@@ -23,7 +24,7 @@ log = logging.getLogger(__name__)
 class EngineContext:
     """Adapts the context engine to the completion pipeline's ContextSource."""
 
-    def __init__(self, engine: object, root: Path) -> None:
+    def __init__(self, engine: Callable[[], object], root: Path) -> None:
         self.engine = engine
         self.root = root
 
@@ -34,8 +35,9 @@ class EngineContext:
         path = _abs_path(self.root, req.path)
         line = req.prefix.count("\n")
         col = len(req.prefix) - req.prefix.rfind("\n") - 1
-        packed = self.engine.query(path, req.prefix + req.suffix, line, col, budget, count_tokens, file_sep)
-        return self.engine.render(packed, path, file_sep)
+        engine = self.engine()
+        packed = engine.query(path, req.prefix + req.suffix, line, col, budget, count_tokens, file_sep)
+        return engine.render(packed, path, file_sep)
 
 
 def _abs_path(root: Path, path: str) -> Path:
@@ -60,6 +62,7 @@ class Runtime:
         self._chat: FallbackBackend | None = None
         self.engine: object | None = None
         self._closed = False
+        self._buffers = ThreadPoolExecutor(max_workers=1, thread_name_prefix="codeflow-buffers")
         self.completion = CompletionService(self.backend, settings)
 
     def backend(self) -> Backend:
@@ -176,27 +179,45 @@ class Runtime:
         else:
             engine.index_now()
         self.engine = engine
-        self.completion.context = EngineContext(engine, roots[0])
+        self.completion.context = EngineContext(self.settled_engine, roots[0])
+
+    def settled_engine(self) -> object | None:
+        """The context engine once every buffer update sent so far is applied (blocking: call it
+        from a worker thread, never the event loop)."""
+        if self.engine is not None and not self._closed:
+            self._buffers.submit(lambda: None).result(timeout=30)
+        return self.engine
+
+    def _buffer_job(self, job: Callable[[], None]) -> None:
+        """Run a buffer update on the one buffer thread: off the event loop, in arrival order."""
+        def run() -> None:
+            try:
+                job()
+            except Exception:  # a broken buffer must not stop later updates
+                log.exception("updating an open buffer in the context engine failed")
+
+        if self.engine is not None and not self._closed:
+            self._buffers.submit(run)
 
     def set_buffer(self, path: Path, text: str) -> None:
-        """An open, unsaved buffer: it overrides the file on disk for context."""
+        """An open, unsaved buffer: it overrides the file on disk for context (reparsed off the loop)."""
         if self.engine is not None:
-            self.engine.set_buffer(path, text)
+            self._buffer_job(lambda: self.engine.set_buffer(path, text))
 
     def record_edit(self, path: Path, line: int, text: str) -> None:
         """Remember a recent edit (0-based line) for the context ranking."""
         if self.engine is not None:
-            self.engine.record_edit(path, line, text)
+            self._buffer_job(lambda: self.engine.record_edit(path, line, text))
 
     def drop_buffer(self, path: Path, key: str) -> None:
         """A closed document: back to the disk version, and its completion cache goes."""
         self.completion.forget(key)
         if self.engine is not None:
-            self.engine.drop_buffer(path)
+            self._buffer_job(lambda: self.engine.drop_buffer(path))
 
     def pack_context(self, path: Path, text: str, line: int, col: int, budget: int | None = None) -> dict:
         """The packed context for a cursor, in the `codeflow context --json` shape."""
-        if self.engine is None:
+        if self.settled_engine() is None:
             return {"snippets": [], "dropped": [], "budget": budget or 0, "used": 0}
         backend = self._backend
         count = backend.count_tokens if backend is not None and backend.status is not None else None
@@ -209,6 +230,7 @@ class Runtime:
         if self._closed:
             return
         self._closed = True
+        self._buffers.shutdown(wait=False, cancel_futures=True)
         self.completion.stop_all()
         self.completion.wait_idle(timeout=2.0)
         if self.engine is not None:
