@@ -70,6 +70,8 @@ class ContextEngine:
             self.error = exc
         finally:
             self._ready.set()
+            if on_progress is not None:  # always a final (total, total), even for an empty root
+                on_progress(len(self.index), len(self.index))
 
     def _on_batch(self, paths: set[str]) -> None:
         self.ws.apply_batch(paths)

@@ -41,7 +41,8 @@ class Reporter:
         self._loop = asyncio.get_running_loop()
         self._loop_thread = threading.get_ident()
 
-    def _send(self, write: Callable[[], None]) -> None:
+    def send(self, write: Callable[[], None]) -> None:
+        """Run a write on the event loop (directly when already on it)."""
         if self._loop is None or threading.get_ident() == self._loop_thread:
             write()
         elif not self._loop.is_closed():
@@ -56,15 +57,15 @@ class Reporter:
             return
         self._shown[key] = now
         params = types.ShowMessageParams(type=kind, message=f"Codeflow: {message}")
-        self._send(lambda: self._server.window_show_message(params))
+        self.send(lambda: self._server.window_show_message(params))
 
     def log(self, message: str, kind: types.MessageType = types.MessageType.Log) -> None:
         """Send to the client's log and to the server's own log."""
         log.log(LEVELS.get(kind, logging.INFO), message)
         params = types.LogMessageParams(type=kind, message=message)
-        self._send(lambda: self._server.window_log_message(params))
+        self.send(lambda: self._server.window_log_message(params))
 
     def status(self, status: msgspec.Struct) -> None:
         """Send the `codeflow/status` notification the editor clients show."""
         payload = msgspec.to_builtins(status)
-        self._send(lambda: self._server.protocol.notify(STATUS_METHOD, payload))
+        self.send(lambda: self._server.protocol.notify(STATUS_METHOD, payload))

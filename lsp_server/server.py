@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 import msgspec
@@ -91,6 +93,23 @@ class CodeflowServer(LanguageServer):
     def _progress_end(self, token: str | None, message: str = "") -> None:
         if token is not None:
             self.work_done_progress.end(token, types.WorkDoneProgressEnd(message=message or None))
+
+    def index_progress(self, token: str | None) -> Callable[[int, int], None]:
+        """The engine's progress callback (called on its thread) as `$/progress` reports."""
+
+        ended = threading.Event()
+
+        def report(done: int, total: int) -> None:
+            if token is None or ended.is_set():
+                return
+            if done >= total:
+                ended.set()
+                self.report.send(lambda: self._progress_end(token, f"{total} files indexed"))
+                return
+            value = types.WorkDoneProgressReport(message=f"{done}/{total} files", percentage=done * 100 // max(1, total))
+            self.report.send(lambda: self.work_done_progress.report(token, value))
+
+        return report
 
     def request_at(self, uri: str, position: types.Position, invoked: bool) -> CompletionRequest | None:
         """A completion request for a cursor, or None when this document is not completed."""
@@ -185,7 +204,10 @@ def initialize(ls: CodeflowServer, params: types.InitializeParams) -> None:
 async def initialized(ls: CodeflowServer, params: types.InitializedParams) -> None:
     """Start indexing and loading in the background; neither blocks requests."""
     ls.report.bind_loop()
-    ls.runtime.start_context(ls.roots)
+    token = await ls._progress_begin("Indexing workspace") if ls.roots else None
+    ls.runtime.start_context(ls.roots, ls.index_progress(token))
+    if token is not None and ls.runtime.engine is None:
+        ls._progress_end(token)
     asyncio.ensure_future(ls.ensure_loaded())
 
 

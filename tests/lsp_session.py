@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import sys
@@ -40,11 +41,24 @@ async def lsp_session(
                 initialization_options=options,
             )
         )
+        await wait_indexed(client)
         yield client
     finally:
         with contextlib.suppress(Exception):
             await client.shutdown_session()
         await client.stop()
+
+
+async def wait_indexed(client: LanguageClient, timeout: float = 15.0) -> bool:
+    """Wait until the server's "Indexing workspace" progress has ended (the index is complete)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while loop.time() < deadline:
+        reports = [r for values in client.progress_reports.values() for r in values]
+        if any(isinstance(r, types.WorkDoneProgressEnd) and "indexed" in (r.message or "") for r in reports):
+            return True
+        await asyncio.sleep(0.05)
+    return False
 
 
 def open_doc(client: LanguageClient, path: Path, text: str | None = None, language: str = "python") -> str:

@@ -116,9 +116,11 @@ def messages(client, text: str) -> list[str]:
 
 
 async def wait_for_report(client, timeout: float = 10.0) -> tuple[str, types.WorkDoneProgressReport]:
-    """The first `$/progress` report with text, and its token."""
+    """The first `$/progress` report with text, and its token (not the server's indexing progress)."""
     for _ in range(int(timeout / 0.02)):
         for token, values in client.progress_reports.items():
+            if values and getattr(values[0], "title", "") == "Indexing workspace":
+                continue
             for value in values:
                 if isinstance(value, types.WorkDoneProgressReport) and value.message:
                     return str(token), value
@@ -189,7 +191,7 @@ async def test_quick_fix_command_streams_progress_and_applies(
         (prompt,) = prompts(tmp_path)
         assert "returns a list that callers mutate" in prompt and "pyflakes" in prompt
         assert "line 9, column 9" in prompt
-        (reports,) = [vs for vs in client.progress_reports.values() if vs and vs[0].title != "Loading model"]
+        (reports,) = [vs for vs in client.progress_reports.values() if vs and vs[0].title not in ("Loading model", "Indexing workspace")]
         assert isinstance(reports[0], types.WorkDoneProgressBegin) and reports[0].cancellable
         assert any(isinstance(v, types.WorkDoneProgressReport) and "def total" in (v.message or "") for v in reports)
         assert isinstance(reports[-1], types.WorkDoneProgressEnd)

@@ -246,6 +246,11 @@ async def test_show_context_command_returns_the_flask_user_model(
     async with lsp_session(sample_dir, {"model": {"path": str(models_dir / "base.gguf")}}, tmp_path) as client:
         uri = open_doc(client, sample_dir / "app.py")
         arg = {"uri": uri, "position": {"line": 27, "character": 11}}
+        # lsp_session waited for the end of the "Indexing workspace" progress.
+        assert any(
+            isinstance(r, types.WorkDoneProgressEnd) and "indexed" in (r.message or "")
+            for values in client.progress_reports.values() for r in values
+        )
         result = await client.workspace_execute_command_async(
             types.ExecuteCommandParams(command="codeflow.showContext", arguments=[arg])
         )
