@@ -13,7 +13,7 @@ import platformdirs
 from codeflow.context.symbols import FileIndex
 
 # Bump when extraction changes what a FileIndex holds, so that stale caches are ignored.
-FORMAT = 4
+FORMAT = 5
 
 
 class _CacheFile(msgspec.Struct, kw_only=True):

@@ -158,12 +158,18 @@ class ContextEngine:
         return enrich(lang, text.split("\n"), found) if found is not None else None
 
     def callers_of(self, name: str) -> list[Usage]:
-        """Where `name` is used across the workspace, definitions excluded, for hovers."""
+        """Where `name` is used across the workspace, definitions excluded, for hovers.
+
+        The files are searched when asked (a byte test first, then their lines), which keeps the
+        per-file identifier lists out of the index: they cost a third of extraction time."""
         pattern = re.compile(rf"(?<![\w$]){re.escape(name)}(?![\w$])")
+        needle = name.encode("utf-8", "surrogatepass")
         out: list[Usage] = []
         with self.index.lock:
-            files = sorted(p for p, fi in self.index.files.items() if fi.uses(name))
+            files = sorted(self.index.files)
         for path in files:
+            if not self.ws.contains(path, needle):
+                continue
             lines = self.ws.lines_of(path) or []
             def_lines = {d.start_line for d in self.index.defs_in(path, name)}
             for i, text in enumerate(lines):

@@ -1,16 +1,13 @@
-"""Parse one file with tree-sitter and extract its definitions, imports and identifiers."""
+"""Parse one file with tree-sitter and extract its definitions and imports."""
 
 from __future__ import annotations
 
-import re
-
 import tree_sitter as ts
 
-from codeflow.context import imports, pyinfer
+from codeflow.context import imports, pyoutline
 from codeflow.context.languages import SPECS, LanguageSpec, parser, query
 from codeflow.context.symbols import Definition, FileIndex, ImportBinding
 
-_IDENT = re.compile(rb"[A-Za-z_][A-Za-z0-9_]*")
 
 
 def _text(data: bytes, node: ts.Node) -> str:
@@ -26,6 +23,18 @@ def extract(path: str, lang: str, data: bytes, mtime_ns: int = 0, size: int = 0,
             tree: ts.Tree | None = None) -> FileIndex:
     """The FileIndex of one file's bytes."""
     tree = tree or parse(lang, data)
+    package = ""
+    if lang == "python":
+        defs, binds = pyoutline.outline(data, tree)
+    else:
+        defs, binds, package = _query_outline(lang, data, tree)
+    return FileIndex(path=path, lang=lang, mtime_ns=mtime_ns, size=size or len(data),
+                     defs=tuple(defs), imports=tuple(binds), package=package,
+                     has_errors=tree.root_node.has_error)
+
+
+def _query_outline(lang: str, data: bytes, tree: ts.Tree,
+                   ) -> tuple[list[Definition], list[ImportBinding], str]:
     spec = SPECS[lang]
     cursor = ts.QueryCursor(query(lang))
     cursor.set_max_start_depth(spec.max_depth)
@@ -39,18 +48,13 @@ def extract(path: str, lang: str, data: bytes, mtime_ns: int = 0, size: int = 0,
             package = _text(data, caps["package"][0])
         else:
             defs.extend(_definition(spec, data, caps))
-    idents = b" ".join(sorted(set(_IDENT.findall(data)))).decode("ascii")
-    return FileIndex(path=path, lang=lang, mtime_ns=mtime_ns, size=size or len(data),
-                     defs=tuple(defs), imports=tuple(binds), idents=f" {idents} ", package=package,
-                     has_errors=tree.root_node.has_error)
+    return defs, binds, package
 
 
 def _imports(lang: str, data: bytes, caps: dict[str, list[ts.Node]]) -> list[ImportBinding]:
     node = caps["import"][0]
     line = node.start_point[0]
     text = _text(data, node)
-    if lang == "python":
-        return imports.python_imports(text, line)
     if lang in ("javascript", "typescript", "tsx"):
         return imports.js_imports(text, line)
     if lang == "go":
@@ -97,8 +101,6 @@ def _definition(spec: LanguageSpec, data: bytes, caps: dict[str, list[ts.Node]])
         kind = "method"
     if kind == "variable" and name.isupper():
         kind = "constant"
-    if spec.name == "python":
-        return _python_definition(data, node, name, kind, parent)
     return [_make(spec.name, data, node, name, kind, parent)]
 
 
@@ -115,61 +117,12 @@ def _make(lang: str, data: bytes, node: ts.Node, name: str, kind: str, parent: s
 
 
 def _exported(lang: str, name: str, node: ts.Node) -> bool:
-    if lang == "python":
-        return not name.startswith("_") or (name.startswith("__") and name.endswith("__"))
     if lang == "go":
         return name[:1].isupper()
     if lang in ("javascript", "typescript", "tsx"):
         parent = node.parent
         return parent is not None and parent.type == "export_statement"
     return True
-
-
-def _python_definition(data: bytes, node: ts.Node, name: str, kind: str, parent: str,
-                       ) -> list[Definition]:
-    if kind in ("variable", "constant"):
-        ref = pyinfer.clean_annotation(_text(data, node.child_by_field_name("type"))) \
-            if node.child_by_field_name("type") is not None else \
-            pyinfer.value_ref(node.child_by_field_name("right"))
-        return [_make("python", data, node, name, kind, parent, type_ref=ref)]
-    if kind == "class":
-        args = node.child_by_field_name("superclasses")
-        bases = tuple(_text(data, a) for a in (args.named_children if args else ())
-                      if a.type in ("identifier", "attribute"))
-        return [_make("python", data, node, name, kind, parent, bases=bases)]
-    returns = node.child_by_field_name("return_type")
-    ref = pyinfer.clean_annotation(_text(data, returns)) if returns is not None else ""
-    decorated = node.parent is not None and node.parent.type == "decorated_definition"
-    if decorated and b"property" in data[node.parent.start_byte:node.start_byte]:
-        kind = "property"
-    out = [_make("python", data, node, name, kind, parent, type_ref=ref)]
-    if name == "__init__" and parent:
-        out.extend(_self_attributes(data, node, parent))
-    return out
-
-
-def _self_attributes(data: bytes, init: ts.Node, parent: str) -> list[Definition]:
-    """`self.x = ...` in `__init__`: attributes with the type their value suggests."""
-    params = init.child_by_field_name("parameters")
-    first = params.named_children[0] if params is not None and params.named_children else None
-    if first is None or first.type != "identifier":
-        return []
-    out: list[Definition] = []
-    seen: set[str] = set()
-    found = pyinfer.assignments(init, self_name=_text(data, first))
-    cursor = ts.QueryCursor(query("python", "assign"))
-    cursor.set_byte_range(init.start_byte, init.end_byte)
-    for _, caps in cursor.matches(init):
-        if "object" not in caps or "assign" not in caps:
-            continue
-        attr = _text(data, caps["target"][0])
-        if attr in seen:
-            continue
-        seen.add(attr)
-        stmt = caps["assign"][0]
-        out.append(_make("python", data, stmt, attr, "attribute", parent,
-                         type_ref=found.get(attr, "")))
-    return out
 
 
 def _node_name(data: bytes, node: ts.Node) -> str:
@@ -201,6 +154,5 @@ def definition_at(lang: str, data: bytes, tree: ts.Tree, line: int) -> Definitio
     is_class = node.type in spec.container_types
     kind = "class" if is_class else ("method" if parent else "function")
     if lang == "python":
-        defs = _python_definition(data, node, _node_name(data, node), kind, parent)
-        return defs[0]
+        return pyoutline.definition(data, node, parent)[0]
     return _make(lang, data, node, _node_name(data, node), kind, parent)

@@ -24,6 +24,11 @@ _BUILTINS = frozenset(dir(builtins))
 Windows = list[tuple[int, int, frozenset[str]]]
 # Files scanned for similar windows per query: open files first, then linked and sibling files.
 LEXICAL_FILES = 8
+# A method's `self.` members come from its class's bases: as likely needed as a name used a few
+# lines above (3.0 + distance weight), and worth more than what the file merely imports (2.x).
+BASE_CLASS_SCORE = 3.5
+# Inside `from x import (...)` the next line names something from x.
+IMPORT_AT_CURSOR_SCORE = 3.6
 
 
 class Candidate(msgspec.Struct, kw_only=True):
@@ -58,6 +63,8 @@ class _Collector:
     def __init__(self, inp: RankInput) -> None:
         self.inp = inp
         self.found: dict[tuple[str, int, int], Candidate] = {}
+        # Module skeletons by path: the same module is often reached through several names.
+        self._skeletons: dict[str, tuple[str, int, int]] = {}
 
     def add(self, c: Candidate) -> None:
         key = (c.path, c.start_line, c.end_line)
@@ -65,21 +72,35 @@ class _Collector:
         if old is None or c.score > old.score:
             self.found[key] = c
 
+    def _better(self, key: tuple[str, int, int], score: float, reason: str) -> bool:
+        """False when `key` is already held at this score or more; raises a held lower score
+        in place, so that snippet text is built once per definition."""
+        old = self.found.get(key)
+        if old is None:
+            return True
+        if score > old.score:
+            self.found[key] = msgspec.structs.replace(old, score=score, reason=reason)
+        return False
+
     def target(self, t: Target, score: float, reason: str) -> None:
         inp = self.inp
         if t.path == inp.current.path or t.path not in inp.index or not inp.admissible(t.path):
+            return
+        d = t.defn
+        if d is not None and not self._better((t.path, d.start_line, d.end_line), score, reason):
             return
         lines = inp.lines_of(t.path)
         fi = inp.index.get(t.path)
         if lines is None or fi is None:
             return
-        d = t.defn
         if d is None:
-            text, start, end = snippets.module_skeleton(fi.lang, lines, fi)
-            if text:
+            if t.path not in self._skeletons:
+                self._skeletons[t.path] = snippets.module_skeleton(fi.lang, lines, fi)
+            text, start, end = self._skeletons[t.path]
+            why = f"public signatures of {inp.rel(t.path)}; {reason}"
+            if text and self._better((t.path, start, end), score - 0.2, why):
                 self.add(Candidate(path=t.path, start_line=start, end_line=end, text=text,
-                                   reason=f"public signatures of {inp.rel(t.path)}; {reason}",
-                                   score=score - 0.2, kind="outline"))
+                                   reason=why, score=score - 0.2, kind="outline"))
             return
         if d.end_line >= len(lines):
             return
@@ -129,7 +150,34 @@ def _python(col: _Collector) -> None:
                 how = f" ({t.how})" if t.how else ""
                 col.target(t, 3.0 + ch.weight, f"definition of `{_label(ch, i)}`{how}, {where}")
         _unresolved_members(col, ch, per, where)
+    _python_bases(col, r)
+    _python_import_at_cursor(col, r)
     _python_imports(col, r)
+
+
+def _python_bases(col: _Collector, r: PyResolver) -> None:
+    """The base classes of the class around the cursor: the `self.` API a method can use."""
+    sur = col.inp.sur
+    here = col.inp.current.path
+    for base in sur.enclosing_bases:
+        segments = [(part, False) for part in base.split(".")]
+        per = r.chain(r.name(here, segments[0][0]), segments)
+        for t in (per[-1] if per else [])[:1]:
+            if t.defn is not None and t.defn.kind == "class":
+                col.target(t, BASE_CLASS_SCORE,
+                           f"base class `{base}` of `{sur.enclosing_class}`, around the cursor")
+
+
+def _python_import_at_cursor(col: _Collector, r: PyResolver) -> None:
+    """The cursor is in an import statement: what that module offers is what comes next."""
+    found = col.inp.sur.import_module
+    if found is None or not found[0] and not found[1]:
+        return
+    module, level = found
+    mod = r.module_file(col.inp.current.path, module, level)
+    if mod:
+        col.target(Target(mod, None), IMPORT_AT_CURSOR_SCORE + 0.2,
+                   f"module imported at the cursor ({'.' * level}{module})")
 
 
 def _unresolved_members(col: _Collector, ch: Chain, per: list[list[Target]], where: str) -> None:
@@ -148,11 +196,12 @@ def _unresolved_members(col: _Collector, ch: Chain, per: list[list[Target]], whe
 def _by_name(inp: RankInput, name: str, members: bool) -> list[Target]:
     """Definitions found by name alone, only when the name is nearly unique in the workspace."""
     hits: list[Target] = []
+    here = inp.current.path
     for fi, d in inp.index.named(name):
-        if fi.path != inp.current.path and bool(d.parent) == members and d.kind != "attribute":
-            hits.append(Target(fi.path, d, "by name"))
-            if len(hits) > 3:
+        if (d.parent != "") is members and d.kind != "attribute" and fi.path != here:
+            if len(hits) == 3:
                 return []
+            hits.append(Target(fi.path, d, "by name"))
     return sorted(hits, key=lambda t: t.path)[:2]
 
 
@@ -170,6 +219,7 @@ def _python_imports(col: _Collector, r: PyResolver) -> None:
     for b in col.inp.current.imports:
         if b.local == "*" or not b.local:
             continue
+        # Names the file uses often are likely on the next line too, nearby or not.
         w = weights.get(b.local, 0.0)
         stmt = f"from {'.' * b.level}{b.module} import {b.name}" if b.name else f"import {b.module}"
         if "." in b.local:

@@ -1,4 +1,4 @@
-"""What the index stores per file: definitions, import bindings and used identifiers."""
+"""What the index stores per file: definitions and import bindings."""
 
 from __future__ import annotations
 
@@ -48,16 +48,10 @@ class FileIndex(msgspec.Struct, kw_only=True, frozen=True, array_like=True):
     size: int
     defs: tuple[Definition, ...] = ()
     imports: tuple[ImportBinding, ...] = ()
-    # Space-joined identifiers used in the file, with a leading and trailing space for `in` tests.
-    idents: str = " "
     # Go package name or Java package; "" elsewhere.
     package: str = ""
     # True when tree-sitter reported syntax errors; the index keeps what it could extract.
     has_errors: bool = False
-
-    def uses(self, name: str) -> bool:
-        """Whether `name` occurs as an identifier in the file."""
-        return f" {name} " in self.idents
 
 
 class Usage(msgspec.Struct, kw_only=True, frozen=True):

@@ -20,6 +20,8 @@ from codeflow.context.symbols import FileIndex
 from codeflow.context.walk import IGNORE_FILES, FileFilter, read_source, walk
 
 LRU_FILES = 512
+# Relative paths are asked for many times per query; the roots never change, so they stay valid.
+REL_CACHE = 200_000
 WINDOW_LINES = 20
 WINDOW_STEP = 10
 
@@ -53,6 +55,7 @@ class Workspace:
         self._windows: _Lru = _Lru(LRU_FILES)
         self._saved_generation = -1
         self._admissible: dict[str, bool] = {}
+        self._rel: dict[str, str] = {}
         self._lock = threading.RLock()
 
     # Paths -----------------------------------------------------------------------------------
@@ -77,10 +80,14 @@ class Workspace:
 
     def rel(self, path: str) -> str:
         """A path relative to its root, with forward slashes."""
-        flt = self.filter_for(path)
-        if flt is None:
-            return Path(path).as_posix()
-        return os.path.relpath(path, flt.root).replace(os.sep, "/")
+        known = self._rel.get(path)
+        if known is None:
+            flt = self.filter_for(path)
+            known = Path(path).as_posix() if flt is None else \
+                os.path.relpath(path, flt.root).replace(os.sep, "/")
+            if len(self._rel) < REL_CACHE:
+                self._rel[path] = known
+        return known
 
     # Indexing --------------------------------------------------------------------------------
 
@@ -210,6 +217,17 @@ class Workspace:
         lines = data.decode("utf-8", "replace").split("\n")
         self._lines.put(path, (stamp, lines))
         return lines
+
+    def contains(self, path: str, needle: bytes) -> bool:
+        """Whether a file's text (its buffer if open) holds `needle`; False when unreadable."""
+        buffer = self.buffers.get(path)
+        if buffer is not None:
+            return needle in buffer.encode("utf-8", "surrogatepass")
+        try:
+            data, _ = read_source(Path(path), self.max_file_bytes)
+        except UnreadableFileError:
+            return False
+        return needle in data
 
     def windows_of(self, path: str) -> list[tuple[int, int, frozenset[str]]]:
         """Lexical windows of a file, cached until its text changes."""

@@ -188,3 +188,33 @@ def test_parse_position_and_bad_cursor(pyproj: Path, tmp_path: Path) -> None:
         engine.query(pyproj / "app.py", "x = 1\n", 5, 0, 100)
     with pytest.raises(PositionError):
         engine.query(pyproj / "app.py", "x = 1\n", 0, 9, 100)
+
+
+def test_base_class_of_enclosing_class_is_ranked_high(pyproj: Path, tmp_path: Path) -> None:
+    engine = _engine(pyproj, tmp_path)
+    admin = pyproj / "admin.py"
+    # The cursor is far below `class Admin(User)`: the base, not the name's use, explains it.
+    admin.write_text("from models import User\n\n\nclass Admin(User):\n    def ban(self) -> None:\n"
+                     + "        step = 1\n" * 40 + "        pass\n")
+    engine.index_now()
+    packed = _at(engine, admin, "        pass", budget=400)
+    base = next(s for s in packed.snippets if s.path == "models.py" and s.start_line == 6)
+    assert "base class `User` of `Admin`" in base.reason
+    assert "def check_password" in base.text
+    # A half-typed line breaks the tree; indentation still says which class the cursor is in.
+    broken = admin.read_text().replace("        pass\n", "        pass\n\n    def (\n        self,\n")
+    lines = broken.split("\n")
+    at = lines.index("    def (")
+    packed = engine.query(admin, broken, at, 4, 400)
+    assert any("base class `User`" in s.reason for s in packed.snippets)
+
+
+def test_module_of_the_import_at_the_cursor(pyproj: Path, tmp_path: Path) -> None:
+    engine = _engine(pyproj, tmp_path)
+    app = pyproj / "reexport.py"
+    text = "from models import (\n    User,\n    \n)\n"
+    app.write_text(text)
+    packed = engine.query(app, text, 2, 4, 400)
+    outline = next(s for s in packed.snippets if "module imported at the cursor (models)" in s.reason)
+    assert outline.path == "models.py" and "class Account" in outline.text and "class Money" in outline.text
+    assert outline.score > 3.5

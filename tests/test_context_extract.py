@@ -109,3 +109,40 @@ def test_cross_file_resolution(root: str, rel: str, needle: str, want: list[str]
     for w in want:
         path, line = w.split(":")
         assert any(p == path and a <= int(line) <= b for p, a, b in got), (w, got)
+
+
+def test_python_outline_walks_blocks_not_function_bodies(tmp_path: Path) -> None:
+    src = tmp_path / "mod.py"
+    src.write_text(
+        'NOTE = "import this is not a statement"\n'
+        "try:\n"
+        "    import fast_json as json\n"
+        "except ImportError:\n"
+        "    import json\n"
+        "if json:\n"
+        "    def loads(text): return json.loads(text)\n"
+        "class Outer:\n"
+        "    LIMIT = 3\n"
+        "    if True:\n"
+        "        def guarded(self): pass\n"
+        "    @property\n"
+        "    def size(self): return 1\n"
+        "    class Inner:\n"
+        "        def deep(self): pass\n"
+        "def factory():\n"
+        "    from .models import User\n"
+        "    class Local:\n"
+        "        def hidden(self): pass\n"
+        "    helper = 1\n"
+        "    return Local\n"
+    )
+    fi = extract(str(src), "python", src.read_bytes())
+    found = {(d.name, d.kind, d.parent) for d in fi.defs}
+    assert {("NOTE", "constant", ""), ("loads", "function", ""), ("LIMIT", "constant", "Outer"),
+            ("guarded", "method", "Outer"), ("size", "property", "Outer"), ("Inner", "class", "Outer"),
+            ("deep", "method", "Inner"), ("factory", "function", "")} <= found
+    names = {d.name for d in fi.defs}
+    assert not names & {"Local", "hidden", "helper"}
+    # Imports inside try blocks and functions count; the word in a string does not.
+    assert [(b.local, b.module, b.name, b.level) for b in fi.imports] == [
+        ("json", "fast_json", "", 0), ("json", "json", "", 0), ("User", "models", "User", 1)]
