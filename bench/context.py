@@ -165,7 +165,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--skip-speed", action="store_true")
     ap.add_argument("--skip-recall", action="store_true")
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--speed-out", type=Path,
+                    help="only measure speed and write it to this file (for a run on another machine)")
+    ap.add_argument("--device-speed", type=Path,
+                    help="a --speed-out file from the GPU machine, reported beside this run")
     args = ap.parse_args(argv)
+    if args.speed_out:
+        args.speed_out.write_text(json.dumps({"machine": report.machine(), **speed(
+            STDLIB, args.stdlib_limit or None, args.seed)}, indent=2) + "\n")
+        return 0
     result: dict = {"date": time.strftime("%Y-%m-%d"),
                     "machine": f"{os.cpu_count()} CPUs, Python {sys.version.split()[0]}"}
     dest = Path(tempfile.gettempdir()) / "codeflow-bench-sdists"
@@ -180,6 +188,8 @@ def main(argv: list[str] | None = None) -> int:
     if not args.skip_speed:
         result["speed"] = speed(STDLIB, args.stdlib_limit or None, args.seed)
         print(json.dumps(result["speed"]), flush=True)
+    if args.device_speed:
+        result["speed_gpu_machine"] = json.loads(args.device_speed.read_text())
     result["calibration"] = calibrate()
     write_readme(result)
     return 0
