@@ -38,6 +38,8 @@ MODELS = {
     "gen-medium-f32": dict(n_layer=8, n_embd=1024, n_head=16, n_head_kv=4, n_ff=2816),
     "gen-large-f32": dict(n_layer=16, n_embd=2048, n_head=16, n_head_kv=8, n_ff=5632),
 }
+# GPU layers per model: -1 offloads everything; a partial offload checks the planner's layer split.
+OFFLOADS = {"gen-medium-f32": (-1,), "gen-large-f32": (-1, 8)}
 PROFILES = (("deepseek-coder-33b-instruct", 16384), ("iquest-coder-v1-40b-instruct", 32768))
 _CHILD = r"""
 import json, sys, time
@@ -48,7 +50,7 @@ used = lambda: pynvml.nvmlDeviceGetMemoryInfo(handle).used
 args = json.loads(sys.argv[1])
 base = used()
 from llama_cpp import Llama
-llm = Llama(model_path=args["model"], n_ctx=args["n_ctx"], n_gpu_layers=-1, verbose=True)
+llm = Llama(model_path=args["model"], n_ctx=args["n_ctx"], n_gpu_layers=args["ngl"], verbose=True)
 loaded = used()
 prompt = [(i * 7919) % 200 + 10 for i in range(512)]
 t0 = time.perf_counter()
@@ -71,9 +73,9 @@ _LOG = {
 }
 
 
-def measure(model: Path, n_ctx: int, timeout: float = 600) -> dict[str, Any]:
-    """VRAM and speed of a fresh process that offloads every layer of `model`."""
-    args = json.dumps({"model": str(model), "n_ctx": n_ctx})
+def measure(model: Path, n_ctx: int, ngl: int, timeout: float = 600) -> dict[str, Any]:
+    """VRAM and speed of a fresh process that offloads `ngl` layers of `model` (-1: all)."""
+    args = json.dumps({"model": str(model), "n_ctx": n_ctx, "ngl": ngl})
     proc = subprocess.run([sys.executable, "-c", _CHILD, args], capture_output=True, text=True,
                           timeout=timeout)
     if proc.returncode != 0:
@@ -87,14 +89,15 @@ def measure(model: Path, n_ctx: int, timeout: float = 600) -> dict[str, Any]:
     return out
 
 
-def row(name: str, model: Path, n_ctx: int, hw: Any) -> dict[str, Any]:
-    """The planner's estimate for the GPU (all layers offloaded) against the measurement."""
+def row(name: str, model: Path, n_ctx: int, ngl: int, hw: Any) -> dict[str, Any]:
+    """The planner's GPU estimate for `ngl` offloaded layers against the measurement."""
     geom = geometry_from_gguf(read_gguf(model))
-    est = estimate(geom, RunConfig(n_ctx=n_ctx), geom.n_layer, hw.gpus[:1])
+    # llama.cpp counts the output layer too: -1 (all) is n_layer + 1.
+    est = estimate(geom, RunConfig(n_ctx=n_ctx), geom.n_layer + 1 if ngl < 0 else ngl, hw.gpus[:1])
     gpu = next(d for d in est.per_device if d.device.startswith("gpu"))
-    got = measure(model, n_ctx)
+    got = measure(model, n_ctx, ngl)
     ratio = gpu.total_bytes / got["measured_bytes"]
-    return {"model": name, "n_ctx": n_ctx, "estimate_gpu_bytes": gpu.total_bytes,
+    return {"model": name, "n_ctx": n_ctx, "n_gpu_layers": ngl, "estimate_gpu_bytes": gpu.total_bytes,
             "estimate": {k: getattr(gpu, k) for k in ("weights_bytes", "kv_bytes", "compute_bytes",
                                                        "overhead_bytes")},
             "measured": got, "ratio": round(ratio, 3), "within_target": abs(ratio - 1) <= TARGET}
@@ -124,7 +127,8 @@ def markdown(data: dict[str, Any]) -> str:
     gpus = ", ".join(f"{g['name']} ({g['total_bytes'] / 2**30:.1f} GiB)" for g in hw.get("gpus", []))
     lines = [
         "## gpu: VRAM estimate vs measured, offloaded speed, plans on the probed card", "",
-        "`codeflow bench gpu` on a GPU machine. Every layer offloaded (`n_gpu_layers=-1`); "
+        "`codeflow bench gpu` on a GPU machine. GPU layers -1 offloads every layer, 8 half of "
+        "gen-large's 16 (the planner's layer split); "
         "measured = NVML device memory used at the peak (after a 512-token prompt and 128 decoded "
         "tokens) minus before `import llama_cpp`, so the CUDA context counts. Ratio = the "
         f"planner's GPU estimate / measured; target within ±{TARGET:.0%}.", "",
@@ -133,13 +137,13 @@ def markdown(data: dict[str, Any]) -> str:
     ]
     if rows:
         lines.append(table(
-            [(r["model"], r["n_ctx"], f"{r['estimate_gpu_bytes'] / MIB:.0f}",
+            [(r["model"], r["n_ctx"], r.get("n_gpu_layers", -1), f"{r['estimate_gpu_bytes'] / MIB:.0f}",
               f"{r['measured']['measured_bytes'] / MIB:.0f}", f"{r['ratio']:.3f}",
               "yes" if r["within_target"] else "**no**",
               f"{r['measured']['model_mib']:.0f} / {r['measured']['kv_mib']:.0f} / "
               f"{r['measured']['compute_mib']:.0f}",
               r["measured"]["prompt_tok_s"], r["measured"]["decode_tok_s"]) for r in rows],
-            ("model", "n_ctx", "estimate MiB", "measured MiB", "ratio", "±10%",
+            ("model", "n_ctx", "GPU layers", "estimate MiB", "measured MiB", "ratio", "±10%",
              "llama.cpp model / KV / compute MiB", "prompt tok/s", "decode tok/s")))
     for p in data.get("plans", []):
         plan = p.get("plan", {})
@@ -182,8 +186,9 @@ def main(argv: list[str] | None = None) -> int:
             for name, shape in MODELS.items():
                 model = write_tiny_gguf(Path(tmp) / f"{name}.gguf", n_ctx=32768, **shape)
                 for n_ctx in (int(c) for c in args.contexts.split(",")):
-                    data["rows"].append(row(name, model, n_ctx, hw))
-                    print(json.dumps(data["rows"][-1]), flush=True)
+                    for ngl in OFFLOADS[name]:
+                        data["rows"].append(row(name, model, n_ctx, ngl, hw))
+                        print(json.dumps(data["rows"][-1]), flush=True)
     path = write("gpu", {k: v for k, v in data.items() if k != "machine"}, markdown(data))
     if args.out:
         args.out.write_text(path.read_text())

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, KeysView
 
 from codeflow.context.symbols import Definition, FileIndex
 
 _PY_SUFFIXES = (".py", ".pyi")
+_NO_FILES: dict[str, tuple[int, ...]] = {}
 
 
 def py_leaf(path: str) -> str | None:
@@ -96,6 +97,10 @@ class WorkspaceIndex:
             if fi is not None:
                 for i in idx:
                     yield fi, fi.defs[i]
+
+    def files_defining(self, name: str) -> KeysView[str]:
+        """The files that define `name` (a live view, in no particular order)."""
+        return self._by_name.get(name, _NO_FILES).keys()
 
     def defs_in(self, path: str, name: str) -> list[Definition]:
         """The definitions called `name` in one file."""

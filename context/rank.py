@@ -24,6 +24,8 @@ _BUILTINS = frozenset(dir(builtins))
 Windows = list[tuple[int, int, frozenset[str]]]
 # Files scanned for similar windows per query: open files first, then linked and sibling files.
 LEXICAL_FILES = 8
+# A name found by name alone is used only when at most this many definitions carry it.
+MAX_NAME_HITS = 3
 # A method's `self.` members come from its class's bases: as likely needed as a name used a few
 # lines above (3.0 + distance weight), and worth more than what the file merely imports (2.x).
 BASE_CLASS_SCORE = 3.5
@@ -195,11 +197,13 @@ def _unresolved_members(col: _Collector, ch: Chain, per: list[list[Target]], whe
 
 def _by_name(inp: RankInput, name: str, members: bool) -> list[Target]:
     """Definitions found by name alone, only when the name is nearly unique in the workspace."""
+    if len(inp.index.files_defining(name)) > 2 * MAX_NAME_HITS:
+        return []
     hits: list[Target] = []
     here = inp.current.path
     for fi, d in inp.index.named(name):
         if (d.parent != "") is members and d.kind != "attribute" and fi.path != here:
-            if len(hits) == 3:
+            if len(hits) == MAX_NAME_HITS:
                 return []
             hits.append(Target(fi.path, d, "by name"))
     return sorted(hits, key=lambda t: t.path)[:2]

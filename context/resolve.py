@@ -3,6 +3,7 @@ package directories, and best effort by name elsewhere (Rust, Java, C, C++)."""
 
 from __future__ import annotations
 
+import heapq
 import os
 
 from codeflow.context.index import WorkspaceIndex
@@ -11,6 +12,8 @@ from codeflow.context.symbols import FileIndex
 
 _JS_EXTS = (".ts", ".tsx", ".js", ".jsx", ".mjs", ".cjs", ".mts", ".cts", ".d.ts")
 MAX_BY_NAME = 3
+# Past this many defining files a name is too common to look up by scanning them all.
+MAX_SCAN_FILES = 64
 
 
 class Resolver:
@@ -21,6 +24,8 @@ class Resolver:
         self.fi = current
         self.here = os.path.dirname(current.path)
         self.preferred = self._imported_files()
+        # Chains repeat names (`x.size()` on many lines): each lookup is made once per query.
+        self._by_name: dict[tuple[str, bool], list[Target]] = {}
 
     def js_module(self, spec: str) -> str | None:
         """The file a relative JS/TS import specifier names, trying extensions and index files."""
@@ -103,15 +108,40 @@ class Resolver:
             return [Target(f, d, owner.how) for f in files for d in self.index.defs_in(f, attr)
                     if not d.parent][:MAX_BY_NAME]
         if owner.defn.kind in ("class", "interface", "type", "enum", "module"):
-            found = [Target(fi.path, d) for fi, d in self.index.named(attr) if d.parent == owner.defn.name]
+            cls = owner.defn.name
+            # The owner's own file first: C++ and Java keep members beside their class.
+            found = [Target(owner.path, d) for d in self.index.defs_in(owner.path, attr) if d.parent == cls]
+            paths = self.index.files_defining(attr)
+            if not found and len(paths) <= MAX_SCAN_FILES:
+                found = [Target(p, d) for p in sorted(paths) for d in self.index.defs_in(p, attr)
+                         if d.parent == cls]
             if found:
                 return found[:MAX_BY_NAME]
         return self.by_name(attr, members=True)
 
+    def _hits(self, paths: list[str], name: str, members: bool) -> list[Target]:
+        return [Target(p, d, "by name") for p in paths if p != self.fi.path
+                for d in self.index.defs_in(p, name) if bool(d.parent) == members]
+
     def by_name(self, name: str, members: bool) -> list[Target]:
         """Definitions found by name alone, preferring imported files, then this directory."""
-        hits = [Target(fi.path, d, "by name") for fi, d in self.index.named(name)
-                if fi.path != self.fi.path and bool(d.parent) == members]
+        key = (name, members)
+        if key not in self._by_name:
+            self._by_name[key] = self._find_by_name(name, members)
+        return self._by_name[key]
+
+    def _find_by_name(self, name: str, members: bool) -> list[Target]:
+        paths = self.index.files_defining(name)
+        if len(paths) > MAX_SCAN_FILES:
+            # A name defined all over (`size`, `call`): only imports and this directory decide.
+            first = self._hits(sorted(p for p in self.preferred if p in paths), name, members)
+            if first:
+                return first[:MAX_BY_NAME]
+            here = self.index.in_dir(self.here)
+            near = heapq.nsmallest(MAX_BY_NAME * 3, (p for p in (here if len(here) < len(paths) else paths)
+                                                     if p in here and p in paths))
+            return self._hits(near, name, members)[:1]
+        hits = self._hits(paths, name, members)
         if not hits:
             return []
         hits.sort(key=lambda t: (t.path not in self.preferred, os.path.dirname(t.path) != self.here,

@@ -218,3 +218,17 @@ def test_module_of_the_import_at_the_cursor(pyproj: Path, tmp_path: Path) -> Non
     outline = next(s for s in packed.snippets if "module imported at the cursor (models)" in s.reason)
     assert outline.path == "models.py" and "class Account" in outline.text and "class Money" in outline.text
     assert outline.score > 3.5
+
+
+def test_names_defined_everywhere_resolve_through_includes(tmp_path: Path) -> None:
+    root = tmp_path / "cpp"
+    (root / "ops").mkdir(parents=True)
+    (root / "src").mkdir()
+    for i in range(80):  # more files than a by-name scan looks at
+        (root / "ops" / f"op{i}.h").write_text(f"struct Op{i} {{\n  static int call(int x);\n}};\n")
+    main = root / "src" / "main.cpp"
+    main.write_text('#include "../ops/op5.h"\nint run(int x) {\n  return Op5::call(x) + x;\n}\n')
+    engine = _engine(root, tmp_path)
+    packed = _at(engine, main, "return Op5::call", budget=2000)
+    from_ops = {s.path for s in packed.snippets if s.path.startswith("ops/")}
+    assert "ops/op5.h" in from_ops and len(from_ops) <= 2, from_ops
