@@ -131,6 +131,13 @@ def write_readme(result: dict) -> None:
         + " | ".join(f"{r['recall'][b]:.2f} ({r['baseline_recall'][b]:.2f})" for b in ("2048", "4096", "8192"))
         + " |" for r in result.get("recall", []))
     tot = result.get("recall_total", {})
+    device_rows = report.table(
+        [(f"{d['root']} ({d['files']} files)", f"{d['machine']['cores']} cores, Python {d['machine']['python']}",
+          d["index_over_parse"], d["warm_restart_s"], f"{d['update_ms_p50']} / {d['update_ms_p95']}",
+          f"{d['query_8k_ms_p50']} / {d['query_8k_ms_p95']}", d["rss_mb_per_10k_files"])
+         for d in result.get("speed_gpu_machine", [])],
+        ("tree", "machine", "index / raw parse", "warm restart s", "update ms p50 / p95",
+         "query@8K ms p50 / p95", "RSS MB per 10k files")) if result.get("speed_gpu_machine") else "(not run)"
     body = f"""{SECTION}
 
 `python bench/context.py` (or `codeflow bench context`); raw figures in `results/context.json`.
@@ -146,7 +153,12 @@ cursor, packed best first into the same budget).
 {rows}
 | **all** | | {tot.get('2048', 0):.2f} ({tot.get('base_2048', 0):.2f}) | {tot.get('4096', 0):.2f} ({tot.get('base_4096', 0):.2f}) | {tot.get('8192', 0):.2f} ({tot.get('base_8192', 0):.2f}) |
 
-**Speed** on {s.get('files', 0)} files of {s.get('root', '')}:
+**Speed on the GPU machine** (its CPU; absolute figures count only there), `--speed-out`
+runs of the same code:
+
+{device_rows}
+
+**Speed here** on {s.get('files', 0)} files of {s.get('root', '')}:
 full index {s.get('full_index_s')} s against {s.get('raw_parse_s')} s of raw tree-sitter parsing
 (read + parse) = **{s.get('index_over_parse')}×**; warm restart from the cache {s.get('warm_restart_s')} s;
 single-file update p50 {s.get('update_ms_p50')} ms, p95 **{s.get('update_ms_p95')} ms**;
@@ -161,7 +173,7 @@ RSS {s.get('rss_mb_per_10k_files')} MB per 10k files. Load average at the end:
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmarks and write the results."""
     ap = argparse.ArgumentParser(prog="bench/context.py", description=__doc__)
-    ap.add_argument("--samples", type=int, default=25, help="blanked lines per project")
+    ap.add_argument("--samples", type=int, default=40, help="blanked lines per project")
     ap.add_argument("--projects", nargs="*", default=list(recall.PROJECTS))
     ap.add_argument("--stdlib-limit", type=int, default=0, help="index only N stdlib files (0: all)")
     ap.add_argument("--root", type=Path, default=STDLIB, help="the tree the speed part indexes")
@@ -170,8 +182,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--speed-out", type=Path,
                     help="only measure speed and write it to this file (for a run on another machine)")
-    ap.add_argument("--device-speed", type=Path,
-                    help="a --speed-out file from the GPU machine, reported beside this run")
+    ap.add_argument("--device-speed", type=Path, nargs="*", default=[],
+                    help="--speed-out files from the GPU machine, reported beside this run")
     args = ap.parse_args(argv)
     if args.speed_out:
         args.speed_out.write_text(json.dumps({"machine": report.machine(), **speed(
@@ -192,7 +204,7 @@ def main(argv: list[str] | None = None) -> int:
         result["speed"] = speed(args.root, args.stdlib_limit or None, args.seed)
         print(json.dumps(result["speed"]), flush=True)
     if args.device_speed:
-        result["speed_gpu_machine"] = json.loads(args.device_speed.read_text())
+        result["speed_gpu_machine"] = [json.loads(f.read_text()) for f in args.device_speed]
     result["calibration"] = calibrate()
     write_readme(result)
     return 0

@@ -164,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if args.render:
         data = json.loads(args.render.read_text())
-        write("gpu", {k: v for k, v in data.items() if k != "machine"}, markdown(data))
+        write("gpu", data, markdown(data))  # keeps the measuring machine's "machine" entry
         return 0
     import msgspec
 
@@ -189,7 +189,7 @@ def main(argv: list[str] | None = None) -> int:
                     for ngl in OFFLOADS[name]:
                         data["rows"].append(row(name, model, n_ctx, ngl, hw))
                         print(json.dumps(data["rows"][-1]), flush=True)
-    path = write("gpu", {k: v for k, v in data.items() if k != "machine"}, markdown(data))
+    path = write("gpu", data, markdown(data))
     if args.out:
         args.out.write_text(path.read_text())
     return 0 if all(r["within_target"] for r in data["rows"]) else 1

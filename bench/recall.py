@@ -20,7 +20,8 @@ from codeflow.context.lexical import jaccard, tokens
 from codeflow.context.pack import estimate_tokens, render_snippet
 
 # Not installed in the venv: jedi must resolve them to the unpacked sources, not site-packages.
-PROJECTS = ("flask==3.0.3", "marshmallow==3.21.3", "werkzeug==3.0.3")
+PROJECTS = ("flask==3.0.3", "marshmallow==3.21.3", "werkzeug==3.0.3", "wtforms==3.1.2", "arrow==1.3.0",
+            "sqlparse==0.5.0")
 BUDGETS = (2048, 4096, 8192)
 _IDENT = re.compile(r"[A-Za-z_]\w*")
 _SKIP_DIRS = ("tests", "test", "docs", "examples", "artwork")

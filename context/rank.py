@@ -24,6 +24,8 @@ _BUILTINS = frozenset(dir(builtins))
 Windows = list[tuple[int, int, frozenset[str]]]
 # Files scanned for similar windows per query: open files first, then linked and sibling files.
 LEXICAL_FILES = 8
+# Modules of a package whose signatures stand in for an `__init__` that only re-exports them.
+MAX_REEXPORTED = 3
 # A name found by name alone is used only when at most this many definitions carry it.
 MAX_NAME_HITS = 3
 # A method's `self.` members come from its class's bases: as likely needed as a name used a few
@@ -67,12 +69,34 @@ class _Collector:
         self.found: dict[tuple[str, int, int], Candidate] = {}
         # Module skeletons by path: the same module is often reached through several names.
         self._skeletons: dict[str, tuple[str, int, int]] = {}
+        # Python: finds the file of a module name, for the modules a package re-exports.
+        self.module_file: Callable[[str, str, int], str | None] | None = None
 
     def add(self, c: Candidate) -> None:
         key = (c.path, c.start_line, c.end_line)
         old = self.found.get(key)
         if old is None or c.score > old.score:
             self.found[key] = c
+
+    def _module(self, path: str, fi: FileIndex, lines: list[str], score: float, reason: str) -> None:
+        if path not in self._skeletons:
+            self._skeletons[path] = snippets.module_skeleton(fi.lang, lines, fi)
+        text, start, end = self._skeletons[path]
+        why = f"public signatures of {self.inp.rel(path)}; {reason}"
+        if text and self._better((path, start, end), score, why):
+            self.add(Candidate(path=path, start_line=start, end_line=end, text=text, reason=why,
+                               score=score, kind="outline"))
+
+    def _reexported(self, init: str, fi: FileIndex) -> list[str]:
+        """The modules a package `__init__` imports from, in order, at most a few."""
+        out: list[str] = []
+        for b in fi.imports:
+            mod = self.module_file(init, b.module, b.level) if self.module_file else None
+            if mod and mod != init and mod not in out:
+                out.append(mod)
+                if len(out) == MAX_REEXPORTED:
+                    break
+        return out
 
     def _better(self, key: tuple[str, int, int], score: float, reason: str) -> bool:
         """False when `key` is already held at this score or more; raises a held lower score
@@ -96,13 +120,14 @@ class _Collector:
         if lines is None or fi is None:
             return
         if d is None:
-            if t.path not in self._skeletons:
-                self._skeletons[t.path] = snippets.module_skeleton(fi.lang, lines, fi)
-            text, start, end = self._skeletons[t.path]
-            why = f"public signatures of {inp.rel(t.path)}; {reason}"
-            if text and self._better((t.path, start, end), score - 0.2, why):
-                self.add(Candidate(path=t.path, start_line=start, end_line=end, text=text,
-                                   reason=why, score=score - 0.2, kind="outline"))
+            self._module(t.path, fi, lines, score - 0.2, reason)
+            if os.path.basename(t.path).startswith("__init__.") and self.module_file is not None:
+                # A package's API usually lives in the modules its __init__ re-exports.
+                for i, mod in enumerate(self._reexported(t.path, fi)):
+                    more, more_lines = inp.index.get(mod), inp.lines_of(mod)
+                    if more is not None and more_lines is not None and inp.admissible(mod):
+                        self._module(mod, more, more_lines, score - 0.25 - 0.05 * i,
+                                     f"re-exported by {inp.rel(t.path)}; {reason}")
             return
         if d.end_line >= len(lines):
             return
@@ -129,6 +154,7 @@ def _label(ch: Chain, i: int) -> str:
 def _python(col: _Collector) -> None:
     inp = col.inp
     r = PyResolver(inp.index, inp.roots)
+    col.module_file = r.module_file
     path = inp.current.path
     for ch in inp.sur.chains:
         head = ch.segments[0][0]

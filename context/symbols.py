@@ -5,7 +5,9 @@ from __future__ import annotations
 import msgspec
 
 
-class Definition(msgspec.Struct, kw_only=True, frozen=True, array_like=True):
+# gc=False on the index structs: they hold strings, numbers and tuples of one another, never a
+# cycle, so the collector need not track the hundred thousand of them a big workspace has.
+class Definition(msgspec.Struct, kw_only=True, frozen=True, array_like=True, gc=False):
     """One function, method, class, type or constant; lines and columns are 0-based."""
 
     name: str
@@ -28,7 +30,7 @@ class Definition(msgspec.Struct, kw_only=True, frozen=True, array_like=True):
     exported: bool = True
 
 
-class ImportBinding(msgspec.Struct, kw_only=True, frozen=True, array_like=True):
+class ImportBinding(msgspec.Struct, kw_only=True, frozen=True, array_like=True, gc=False):
     """A name an import binds: `local` refers to `name` in `module` ("" name: the module itself)."""
 
     local: str
@@ -39,7 +41,7 @@ class ImportBinding(msgspec.Struct, kw_only=True, frozen=True, array_like=True):
     line: int = 0
 
 
-class FileIndex(msgspec.Struct, kw_only=True, frozen=True, array_like=True):
+class FileIndex(msgspec.Struct, kw_only=True, frozen=True, array_like=True, gc=False):
     """Everything extracted from one file, keyed in the cache by mtime and size."""
 
     path: str

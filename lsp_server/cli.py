@@ -13,14 +13,15 @@ from codeflow.lsp_server import __version__
 COMMANDS = ("serve", "doctor", "complete", "context", "plan", "quantize", "bench")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The full argument parser, subcommands included."""
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The argument parser with every subcommand, or with `only` that one: each command module
+    imports what it runs (the LSP types, llama.cpp), so a one-shot command loads only its own."""
     parser = argparse.ArgumentParser(
         prog="codeflow", description="AI code completion, actions and hovers over LSP, on llama.cpp."
     )
     parser.add_argument("--version", action="version", version=f"codeflow {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name in COMMANDS:
+    for name in (only,) if only in COMMANDS else COMMANDS:
         try:
             module = importlib.import_module(f"codeflow.lsp_server.cmd_{name}")
         except ModuleNotFoundError as exc:
@@ -33,7 +34,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the console script."""
-    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(argv[0] if argv else None)
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()

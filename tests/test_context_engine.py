@@ -232,3 +232,13 @@ def test_names_defined_everywhere_resolve_through_includes(tmp_path: Path) -> No
     packed = _at(engine, main, "return Op5::call", budget=2000)
     from_ops = {s.path for s in packed.snippets if s.path.startswith("ops/")}
     assert "ops/op5.h" in from_ops and len(from_ops) <= 2, from_ops
+
+
+def test_package_import_brings_the_modules_it_reexports(pyproj: Path, tmp_path: Path) -> None:
+    engine = _engine(pyproj, tmp_path)
+    user = pyproj / "use_services.py"
+    text = "import services\n\n\ndef go():\n    \n"
+    user.write_text(text)
+    packed = engine.query(user, text, 4, 4, 2000)
+    auth = next(s for s in packed.snippets if s.path == "services/auth.py")
+    assert "re-exported by services/__init__.py" in auth.reason and "class AuthService" in auth.text
