@@ -132,7 +132,8 @@ def write_readme(result: dict) -> None:
         + " |" for r in result.get("recall", []))
     tot = result.get("recall_total", {})
     device_rows = report.table(
-        [(f"{d['root']} ({d['files']} files)", f"{d['machine']['cores']} cores, Python {d['machine']['python']}",
+        [(f"{d['root']} ({d['files']} files)", f"{d['machine']['cores']} cores, Python {d['machine']['python']}, "
+          f"commit {d['machine'].get('commit', '?')}",
           d["index_over_parse"], d["warm_restart_s"], f"{d['update_ms_p50']} / {d['update_ms_p95']}",
           f"{d['query_8k_ms_p50']} / {d['query_8k_ms_p95']}", d["rss_mb_per_10k_files"])
          for d in result.get("speed_gpu_machine", [])],
@@ -153,8 +154,9 @@ cursor, packed best first into the same budget).
 {rows}
 | **all** | | {tot.get('2048', 0):.2f} ({tot.get('base_2048', 0):.2f}) | {tot.get('4096', 0):.2f} ({tot.get('base_4096', 0):.2f}) | {tot.get('8192', 0):.2f} ({tot.get('base_8192', 0):.2f}) |
 
-**Speed on the GPU machine** (its CPU; absolute figures count only there), `--speed-out`
-runs of the same code:
+**Speed on the GPU machine** (its CPU; absolute figures count only there): there,
+`python bench/context.py --speed-out FILE [--root DIR --stdlib-limit N]`; here, the files are
+passed back with `--device-speed FILE...`. Each row names the commit it measured.
 
 {device_rows}
 

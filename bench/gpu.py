@@ -30,7 +30,7 @@ from report import machine, table, write  # noqa: E402
 
 from codeflow.quant.gguf_info import read_gguf  # noqa: E402
 from codeflow.quant.hardware import probe  # noqa: E402
-from codeflow.quant.memory import RunConfig, estimate, geometry_from_gguf  # noqa: E402
+from codeflow.quant.memory import GPU_RUNTIME_BYTES, RunConfig, estimate, geometry_from_gguf  # noqa: E402
 
 MIB = 2**20
 TARGET = 0.10
@@ -120,6 +120,12 @@ def plans(hw: Any) -> list[dict[str, Any]]:
     return out
 
 
+def _ratio_now(r: dict[str, Any]) -> float:
+    """The row's ratio with the runtime overhead the planner assumes today."""
+    est = r["estimate_gpu_bytes"] - r["estimate"]["overhead_bytes"] + GPU_RUNTIME_BYTES
+    return est / r["measured"]["measured_bytes"]
+
+
 def markdown(data: dict[str, Any]) -> str:
     """The README section."""
     rows = data.get("rows", [])
@@ -132,7 +138,8 @@ def markdown(data: dict[str, Any]) -> str:
         "measured = NVML device memory used at the peak (after a 512-token prompt and 128 decoded "
         "tokens) minus before `import llama_cpp`, so the CUDA context counts. Ratio = the "
         f"planner's GPU estimate / measured; target within ±{TARGET:.0%}.", "",
-        f"Measured {data.get('machine', {}).get('when', '?')} on {gpus or 'no GPU'}; "
+        f"Measured {data.get('machine', {}).get('when', '?')} (commit "
+        f"{data.get('machine', {}).get('commit', '?')}) on {gpus or 'no GPU'}; "
         f"llama-cpp-python {data.get('llama_cpp', '?')}. {data.get('note', '')}", "",
     ]
     if rows:
@@ -142,9 +149,14 @@ def markdown(data: dict[str, Any]) -> str:
               "yes" if r["within_target"] else "**no**",
               f"{r['measured']['model_mib']:.0f} / {r['measured']['kv_mib']:.0f} / "
               f"{r['measured']['compute_mib']:.0f}",
-              r["measured"]["prompt_tok_s"], r["measured"]["decode_tok_s"]) for r in rows],
+              r["measured"]["prompt_tok_s"], r["measured"]["decode_tok_s"], f"{_ratio_now(r):.3f}")
+             for r in rows],
             ("model", "n_ctx", "GPU layers", "estimate MiB", "measured MiB", "ratio", "±10%",
-             "llama.cpp model / KV / compute MiB", "prompt tok/s", "decode tok/s")))
+             "llama.cpp model / KV / compute MiB", "prompt tok/s", "decode tok/s",
+             "ratio, current runtime constant")))
+        lines += ["", "The last column recomputes each estimate with today's `GPU_RUNTIME_BYTES` "
+                  "(quant/memory.py), which was calibrated on these same rows: it shows the fit, "
+                  "not an independent check."]
     for p in data.get("plans", []):
         plan = p.get("plan", {})
         lines += ["", f"`codeflow plan --profile {p['profile']} --ctx {p['ctx']}`: "

@@ -17,8 +17,16 @@ def machine() -> dict[str, Any]:
     """Where a figure was measured: absolute numbers only count on a GPU (see the README)."""
     import os
 
+    import subprocess
+
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                                cwd=BENCH, timeout=10).stdout.strip()
+    except OSError:
+        commit = ""
     return {
         "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "commit": commit or "unknown (not a git checkout)",
         "cpu": platform.processor() or platform.machine(),
         "cores": os.cpu_count(),
         "python": platform.python_version(),

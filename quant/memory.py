@@ -29,8 +29,10 @@ KV_TYPES = ("f16", "q8_0", "q4_0")
 # Bytes of a row of `n` elements: (block size, bytes per block) of ggml's types.
 _KV_BLOCK = {"f32": (1, 4), "f16": (1, 2), "q8_0": (32, 34), "q4_0": (32, 18)}
 KV_PAD = 256
-# CUDA context, cuBLAS workspace and driver reservations per GPU.
-GPU_RUNTIME_BYTES = 600 * MIB
+# CUDA context, cuBLAS workspace and driver reservations per GPU: NVML's used memory minus
+# llama.cpp's own buffers was 701-705 MiB on an H100 (driver 580, CUDA 13, llama-cpp-python
+# 0.3.36) in every row of bench/results/gpu.json; 600 MiB had every estimate ~100 MiB short.
+GPU_RUNTIME_BYTES = 704 * MIB
 # Host memory of the llama.cpp runtime and loaded vocabulary, fitted against measured RSS.
 HOST_BASE_BYTES = 4 * MIB
 VOCAB_BYTES_PER_TOKEN = 170
