@@ -8,15 +8,46 @@ from codeflow.context import imports, pyoutline
 from codeflow.context.languages import SPECS, LanguageSpec, parser, query
 from codeflow.context.symbols import Definition, FileIndex, ImportBinding
 
+_BLOCKS = (4096, 256, 16, 1)
 
 
 def _text(data: bytes, node: ts.Node) -> str:
     return data[node.start_byte:node.end_byte].decode("utf-8", "replace")
 
 
-def parse(lang: str, data: bytes) -> ts.Tree:
-    """A tree-sitter tree for `data` (never raises on syntax errors)."""
-    return parser(lang).parse(data)
+def parse(lang: str, data: bytes, old: tuple[bytes, ts.Tree] | None = None) -> ts.Tree:
+    """A tree-sitter tree for `data` (never raises on syntax errors). With the previous bytes and
+    tree of the same buffer, only the changed region is reparsed (the old tree is left as it was)."""
+    if old is None or old[0] == data:
+        return parser(lang).parse(data) if old is None else old[1]
+    before, tree = old
+    start, old_end, new_end = changed_span(before, data)
+    edited = tree.copy()
+    edited.edit(start_byte=start, old_end_byte=old_end, new_end_byte=new_end,
+                start_point=_point(data, start), old_end_point=_point(before, old_end),
+                new_end_point=_point(data, new_end))
+    return parser(lang).parse(data, edited)
+
+
+def _point(data: bytes, byte: int) -> tuple[int, int]:
+    row = data.count(b"\n", 0, byte)
+    return row, byte - (data.rfind(b"\n", 0, byte) + 1)
+
+
+def changed_span(old: bytes, new: bytes) -> tuple[int, int, int]:
+    """(start, old end, new end) of the one region that differs between two texts. The common
+    prefix and suffix are measured in shrinking blocks, so a keystroke in a big file costs little."""
+    limit = min(len(old), len(new))
+    start = 0
+    for size in _BLOCKS:
+        while start + size <= limit and old[start:start + size] == new[start:start + size]:
+            start += size
+    room = limit - start  # the common suffix may not reach back into the common prefix
+    lo, ln, tail = len(old), len(new), 0
+    for size in _BLOCKS:
+        while tail + size <= room and old[lo - tail - size:lo - tail] == new[ln - tail - size:ln - tail]:
+            tail += size
+    return start, lo - tail, ln - tail
 
 
 def extract(path: str, lang: str, data: bytes, mtime_ns: int = 0, size: int = 0,

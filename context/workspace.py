@@ -49,7 +49,8 @@ class Workspace:
         self.cache_dir = cache_dir
         self.index = WorkspaceIndex()
         self.buffers: dict[str, str] = {}
-        self.trees: dict[str, tuple[str, ts.Tree]] = {}
+        # Open buffers: text, its bytes and tree (the bytes and tree feed incremental reparses).
+        self.trees: dict[str, tuple[str, bytes, ts.Tree]] = {}
         self.skipped: dict[str, str] = {}
         self._lines: _Lru = _Lru(LRU_FILES)
         self._windows: _Lru = _Lru(LRU_FILES)
@@ -166,9 +167,10 @@ class Workspace:
             self._windows.pop(path, None)
             lang = language_of(path) or ""
             data = text.encode("utf-8", "surrogatepass")
-            tree = parse(lang, data) if lang else None
+            held = self.trees.get(path)
+            tree = parse(lang, data, (held[1], held[2]) if held else None) if lang else None
             if tree is not None:
-                self.trees[path] = (text, tree)
+                self.trees[path] = (text, data, tree)
             fi = extract(path, lang, data, -1, len(data), tree) if tree is not None else \
                 FileIndex(path=path, lang=lang, mtime_ns=-1, size=len(data))
             if lang and self.admissible(path):
@@ -181,7 +183,7 @@ class Workspace:
         if self.buffers.get(path) == text and held is not None and held[0] == text:
             fi = self.index.get(path)
             if fi is not None and fi.mtime_ns == -1:
-                return fi, held[1]
+                return fi, held[2]
         return self.set_buffer(path, text)
 
     def drop_buffer(self, path: str) -> None:

@@ -146,3 +146,24 @@ def test_python_outline_walks_blocks_not_function_bodies(tmp_path: Path) -> None
     # Imports inside try blocks and functions count; the word in a string does not.
     assert [(b.local, b.module, b.name, b.level) for b in fi.imports] == [
         ("json", "fast_json", "", 0), ("json", "json", "", 0), ("User", "models", "User", 1)]
+
+
+def test_incremental_reparse_matches_a_full_parse() -> None:
+    import random
+
+    from codeflow.context.extract import changed_span, parse
+
+    assert changed_span(b"abcdef", b"abXdef") == (2, 3, 3)
+    assert changed_span(b"aaaa", b"aaaaaa") == (4, 4, 6)  # the suffix never overlaps the prefix
+    assert changed_span(b"same", b"same") == (4, 4, 4)
+    source = (DATA / "pyproj" / "models.py").read_bytes() * 30  # several blocks long
+    rng = random.Random(7)
+    data, tree = source, parse("python", source)
+    for _ in range(60):
+        at = rng.randrange(len(data))
+        cut = rng.choice([0, 0, 1, 5, 40])
+        insert = rng.choice([b"", b"x", b"\n    y = 1\n", b"def z(", b"\xc3\xa9"])
+        new = data[:at] + insert + data[at + cut:]
+        tree = parse("python", new, (data, tree))
+        assert str(tree.root_node) == str(parse("python", new).root_node)
+        data = new
