@@ -26,16 +26,15 @@ from typing import Any
 BENCH = Path(__file__).resolve().parent
 sys.path[:0] = [str(BENCH), str(BENCH.parent / "tests")]
 
+from plan import GENERATED, MIB, TARGET  # noqa: E402
 from report import machine, table, write  # noqa: E402
 
 from codeflow.quant.gguf_info import read_gguf  # noqa: E402
 from codeflow.quant.hardware import probe  # noqa: E402
 from codeflow.quant.memory import GPU_RUNTIME_BYTES, RunConfig, estimate, geometry_from_gguf  # noqa: E402
 
-MIB = 2**20
-TARGET = 0.10
 MODELS = {
-    "gen-medium-f32": dict(n_layer=8, n_embd=1024, n_head=16, n_head_kv=4, n_ff=2816),
+    "gen-medium-f32": GENERATED["gen-medium-f32"],
     "gen-large-f32": dict(n_layer=16, n_embd=2048, n_head=16, n_head_kv=8, n_ff=5632),
 }
 # GPU layers per model: -1 offloads everything; a partial offload checks the planner's layer split.

@@ -6,7 +6,7 @@ import tree_sitter as ts
 
 from codeflow.context import imports, pyoutline
 from codeflow.context.languages import SPECS, LanguageSpec, parser, query
-from codeflow.context.symbols import Definition, FileIndex, ImportBinding
+from codeflow.context.symbols import Definition, FileIndex, ImportBinding, definition_of
 
 _BLOCKS = (4096, 256, 16, 1)
 
@@ -132,19 +132,11 @@ def _definition(spec: LanguageSpec, data: bytes, caps: dict[str, list[ts.Node]])
         kind = "method"
     if kind == "variable" and name.isupper():
         kind = "constant"
-    return [_make(spec.name, data, node, name, kind, parent)]
+    return [_make(spec.name, node, name, kind, parent)]
 
 
-def _make(lang: str, data: bytes, node: ts.Node, name: str, kind: str, parent: str, **extra: object,
-          ) -> Definition:
-    body = node.child_by_field_name("body")
-    start, end = node.start_point, node.end_point
-    return Definition(
-        name=name, kind=kind, start_line=start[0], start_col=start[1], end_line=end[0], end_col=end[1],
-        body_line=body.start_point[0] if body is not None else -1,
-        body_col=body.start_point[1] if body is not None else 0,
-        parent=parent, exported=_exported(lang, name, node), **extra,  # type: ignore[arg-type]
-    )
+def _make(lang: str, node: ts.Node, name: str, kind: str, parent: str) -> Definition:
+    return definition_of(node, name, kind, parent, _exported(lang, name, node))
 
 
 def _exported(lang: str, name: str, node: ts.Node) -> bool:
@@ -186,4 +178,4 @@ def definition_at(lang: str, data: bytes, tree: ts.Tree, line: int) -> Definitio
     kind = "class" if is_class else ("method" if parent else "function")
     if lang == "python":
         return pyoutline.definition(data, node, parent)[0]
-    return _make(lang, data, node, _node_name(data, node), kind, parent)
+    return _make(lang, node, _node_name(data, node), kind, parent)

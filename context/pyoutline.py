@@ -10,7 +10,7 @@ import tree_sitter as ts
 
 from codeflow.context import imports, pyinfer
 from codeflow.context.languages import query
-from codeflow.context.symbols import Definition, ImportBinding
+from codeflow.context.symbols import Definition, ImportBinding, definition_of
 
 # Statements whose blocks may hold module- or class-level definitions.
 _COMPOUND = frozenset({
@@ -68,7 +68,7 @@ def definition(data: bytes, node: ts.Node, parent: str) -> list[Definition]:
         args = node.child_by_field_name("superclasses")
         bases = tuple(_text(data, a) for a in (args.named_children if args else ())
                       if a.type in ("identifier", "attribute"))
-        return [make(data, node, name, "class", parent, bases=bases)]
+        return [make(node, name, "class", parent, bases=bases)]
     kind = "method" if parent else "function"
     decorated = node.parent
     if decorated is not None and decorated.type == "decorated_definition" and \
@@ -76,7 +76,7 @@ def definition(data: bytes, node: ts.Node, parent: str) -> list[Definition]:
         kind = "property"
     returns = node.child_by_field_name("return_type")
     ref = pyinfer.clean_annotation(_text(data, returns)) if returns is not None else ""
-    out = [make(data, node, name, kind, parent, type_ref=ref)]
+    out = [make(node, name, kind, parent, type_ref=ref)]
     if name == "__init__" and parent:
         out.extend(self_attributes(data, node, parent))
     return out
@@ -93,22 +93,15 @@ def _variable(data: bytes, stmt: ts.Node, parent: str, out: list[Definition]) ->
     annotation = node.child_by_field_name("type")
     ref = pyinfer.clean_annotation(_text(data, annotation)) if annotation is not None else \
         pyinfer.value_ref(node.child_by_field_name("right"))
-    out.append(make(data, node, name, "constant" if name.isupper() else "variable", parent,
+    out.append(make(node, name, "constant" if name.isupper() else "variable", parent,
                     type_ref=ref))
 
 
-def make(data: bytes, node: ts.Node, name: str, kind: str, parent: str, **extra: object,
+def make(node: ts.Node, name: str, kind: str, parent: str, **extra: object,
          ) -> Definition:
-    """A Python Definition for a node (ranges 0-based)."""
-    body = node.child_by_field_name("body")
-    start, end = node.start_point, node.end_point
-    return Definition(
-        name=name, kind=kind, start_line=start[0], start_col=start[1], end_line=end[0], end_col=end[1],
-        body_line=body.start_point[0] if body is not None else -1,
-        body_col=body.start_point[1] if body is not None else 0, parent=parent,
-        exported=not name.startswith("_") or (name.startswith("__") and name.endswith("__")),
-        **extra,  # type: ignore[arg-type]
-    )
+    """A Python Definition for a node: public unless `_private` (dunders are public)."""
+    exported = not name.startswith("_") or (name.startswith("__") and name.endswith("__"))
+    return definition_of(node, name, kind, parent, exported, **extra)
 
 
 def self_attributes(data: bytes, init: ts.Node, parent: str) -> list[Definition]:
@@ -129,7 +122,7 @@ def self_attributes(data: bytes, init: ts.Node, parent: str) -> list[Definition]
         if attr in seen:
             continue
         seen.add(attr)
-        out.append(make(data, caps["assign"][0], attr, "attribute", parent,
+        out.append(make(caps["assign"][0], attr, "attribute", parent,
                         type_ref=found.get(attr, "")))
     return out
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import msgspec
+import tree_sitter as ts
 
 
 # gc=False on the index structs: they hold strings, numbers and tuples of one another, never a
@@ -62,3 +63,16 @@ class Usage(msgspec.Struct, kw_only=True, frozen=True):
     path: str
     line: int
     text: str
+
+
+def definition_of(node: ts.Node, name: str, kind: str, parent: str, exported: bool,
+                  **extra: object) -> Definition:
+    """A Definition spanning a tree-sitter node, its body (if any) located."""
+    body = node.child_by_field_name("body")
+    start, end = node.start_point, node.end_point
+    return Definition(
+        name=name, kind=kind, start_line=start[0], start_col=start[1], end_line=end[0], end_col=end[1],
+        body_line=body.start_point[0] if body is not None else -1,
+        body_col=body.start_point[1] if body is not None else 0, parent=parent, exported=exported,
+        **extra,  # type: ignore[arg-type]
+    )
