@@ -197,6 +197,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--device-speed", type=Path, nargs="*", default=[],
                     help="--speed-out files from the GPU machine, reported beside this run")
     args = ap.parse_args(argv)
+    if not args.root.is_dir():
+        ap.error(f"--root {args.root} is not a directory")
     if args.speed_out:
         args.speed_out.write_text(json.dumps({"machine": report.machine(), **speed(
             args.root, args.stdlib_limit or None, args.seed)}, indent=2) + "\n")

@@ -24,6 +24,8 @@ _BUILTINS = frozenset(dir(builtins))
 Windows = list[tuple[int, int, frozenset[str]]]
 # Files scanned for similar windows per query: open files first, then linked and sibling files.
 LEXICAL_FILES = 8
+# A module's outline scores this much below the name that led to it.
+OUTLINE_DISCOUNT = 0.2
 # Modules of a package whose signatures stand in for an `__init__` that only re-exports them.
 MAX_REEXPORTED = 3
 # A name found by name alone is used only when at most this many definitions carry it.
@@ -120,13 +122,13 @@ class _Collector:
         if lines is None or fi is None:
             return
         if d is None:
-            self._module(t.path, fi, lines, score - 0.2, reason)
+            self._module(t.path, fi, lines, score - OUTLINE_DISCOUNT, reason)
             if os.path.basename(t.path).startswith("__init__.") and self.module_file is not None:
                 # A package's API usually lives in the modules its __init__ re-exports.
                 for i, mod in enumerate(self._reexported(t.path, fi)):
                     more, more_lines = inp.index.get(mod), inp.lines_of(mod)
                     if more is not None and more_lines is not None and inp.admissible(mod):
-                        self._module(mod, more, more_lines, score - 0.25 - 0.05 * i,
+                        self._module(mod, more, more_lines, score - OUTLINE_DISCOUNT - 0.05 * (i + 1),
                                      f"re-exported by {inp.rel(t.path)}; {reason}")
             return
         if d.end_line >= len(lines):
@@ -199,12 +201,12 @@ def _python_bases(col: _Collector, r: PyResolver) -> None:
 def _python_import_at_cursor(col: _Collector, r: PyResolver) -> None:
     """The cursor is in an import statement: what that module offers is what comes next."""
     found = col.inp.sur.import_module
-    if found is None or not found[0] and not found[1]:
+    if found is None or (not found[0] and not found[1]):
         return
     module, level = found
     mod = r.module_file(col.inp.current.path, module, level)
     if mod:
-        col.target(Target(mod, None), IMPORT_AT_CURSOR_SCORE + 0.2,
+        col.target(Target(mod, None), IMPORT_AT_CURSOR_SCORE + OUTLINE_DISCOUNT,
                    f"module imported at the cursor ({'.' * level}{module})")
 
 

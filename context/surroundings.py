@@ -216,6 +216,8 @@ def class_by_indent(lines: list[str], line: int, col: int) -> tuple[str, tuple[s
     when a half-typed line breaks the tree around the cursor (Python blocks are indentation)."""
     text = lines[line]
     indent = len(text) - len(text.lstrip()) if text.strip() else col
+    if indent == 0:
+        return "", ()
     for i in range(line - 1, max(-1, line - MAX_INDENT_SCAN), -1):
         above = lines[i]
         stripped = above.lstrip()

@@ -242,3 +242,13 @@ def test_package_import_brings_the_modules_it_reexports(pyproj: Path, tmp_path: 
     packed = engine.query(user, text, 4, 4, 2000)
     auth = next(s for s in packed.snippets if s.path == "services/auth.py")
     assert "re-exported by services/__init__.py" in auth.reason and "class AuthService" in auth.text
+
+
+def test_enclosing_class_by_indentation() -> None:
+    from codeflow.context.surroundings import class_by_indent
+
+    lines = ["class A(B, m.C, metaclass=Meta):", "    def f(self):", "        pass", "    ", ""]
+    assert class_by_indent(lines, 3, 4) == ("A", ("B", "m.C"))
+    assert class_by_indent(lines, 2, 8) == ("A", ("B", "m.C"))
+    assert class_by_indent(lines, 4, 0) == ("", ())  # back at the top level
+    assert class_by_indent(["def g():", "    x = 1", "    "], 2, 4) == ("", ())
