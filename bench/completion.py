@@ -163,9 +163,9 @@ class Bare:
     """(a): llama-cpp-python's own create_completion, one Llama, one sequence."""
 
     def __init__(self, model: str) -> None:
-        from llama_cpp import Llama
+        from codeflow.quant.local import load_llama
 
-        self.llm = Llama(model_path=model, n_ctx=4096, verbose=False)
+        self.llm = load_llama(model_path=model, n_ctx=4096, verbose=False)
         self.results: dict[str, list[float]] = {
             k: [] for k in ("cold_first_line_s", "cold_ttft_s", "warm_ttft_s", "alternating_ttft_s")}
 

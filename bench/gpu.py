@@ -48,7 +48,7 @@ handle = pynvml.nvmlDeviceGetHandleByIndex(0)
 used = lambda: pynvml.nvmlDeviceGetMemoryInfo(handle).used
 args = json.loads(sys.argv[1])
 base = used()
-from llama_cpp import Llama
+from codeflow.quant.local import load_llama as Llama
 llm = Llama(model_path=args["model"], n_ctx=args["n_ctx"], n_gpu_layers=args["ngl"], verbose=True)
 loaded = used()
 prompt = [(i * 7919) % 200 + 10 for i in range(512)]

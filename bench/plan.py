@@ -47,7 +47,7 @@ def status(key):
     return 0
 args = json.loads(sys.argv[1])
 import llama_cpp
-from llama_cpp import Llama
+from codeflow.quant.local import load_llama as Llama
 llama_cpp.llama_backend_init()
 base = status("VmRSS")
 t0 = time.perf_counter()

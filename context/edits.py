@@ -9,8 +9,10 @@ result must parse at least as well as the original did, or the edit is rejected 
 from __future__ import annotations
 
 import difflib
+import hashlib
 import re
 import textwrap
+from itertools import accumulate
 
 import msgspec
 import tree_sitter as ts
@@ -181,12 +183,70 @@ def plan_replacement(text: str, start_line: int, end_line: int, answer: str, lan
         code = code.rstrip("\n")
     if "\r\n" in region:
         code = code.replace("\r\n", "\n").replace("\n", "\r\n")
+    return replace_lines(text, start_line, end_line, code, language)
+
+
+def replace_lines(text: str, start_line: int, end_line: int, code: str, language: str) -> EditPlan:
+    """Minimal, syntax-checked edits that put `code` in place of lines [start_line, end_line]."""
+    lines = split_lines(text)
     result = "".join(lines[:start_line]) + code + "".join(lines[end_line + 1:])
     edits = minimal_edits(text, result)
     if not edits:
         raise EditRejectedError("the model suggested no change")
     check_syntax(language, text, result)
     return EditPlan(edits=tuple(edits), result=result, code=code)
+
+
+# Moved code (issue 11 section 1): an edit is only ever computed on the text it is sent for. When
+# the document changed, the target region is found again by content, and only when exactly one
+# run of lines matches it; offsets from one version are never applied to another.
+
+
+def region_hash(region: str) -> str:
+    """A fingerprint of a region's exact text (sha256, 32 hex digits)."""
+    return hashlib.sha256(region.encode("utf-8", "surrogatepass")).hexdigest()[:32]
+
+
+def region_starts(text: str, digest: str, n_lines: int, chars: int, limit: int = 2) -> list[int]:
+    """The 0-based first lines of up to `limit` runs of `n_lines` lines whose text has `chars`
+    code points and fingerprint `digest`."""
+    if n_lines <= 0:
+        return []
+    lines = split_lines(text)
+    offsets = list(accumulate((len(line) for line in lines), initial=0))
+    found: list[int] = []
+    for start in range(len(lines) - n_lines + 1):
+        begin, end = offsets[start], offsets[start + n_lines]
+        # Comparing lengths first keeps the scan cheap: few runs have the region's exact length.
+        if end - begin == chars and region_hash(text[begin:end]) == digest:
+            found.append(start)
+            if len(found) >= limit:
+                break
+    return found
+
+
+def locate_region(text: str, digest: str, n_lines: int, chars: int, was_line: int) -> int:
+    """Where the region that started at `was_line` starts in `text` now; raises EditRejectedError
+    when it is gone (edited) or no longer unique."""
+    found = region_starts(text, digest, n_lines, chars)
+    span = f"lines {was_line + 1}-{was_line + n_lines}"
+    if not found:
+        raise EditRejectedError(f"the code changed since the action was offered: {span} as they were "
+                                "are no longer in the document")
+    if len(found) > 1:
+        raise EditRejectedError(f"the code changed since the action was offered: {span} as they were "
+                                f"now occur more than once (at lines {found[0] + 1} and {found[1] + 1})")
+    return found[0]
+
+
+def rebase_plan(plan: EditPlan, old_text: str, start_line: int, end_line: int, new_text: str,
+                language: str) -> EditPlan:
+    """A plan made on `old_text` for lines [start_line, end_line], made again on `new_text` where
+    those exact lines now are; raises EditRejectedError when they are not there exactly once."""
+    region = line_span(old_text, start_line, end_line)
+    n_lines = end_line - start_line + 1
+    start = locate_region(new_text, region_hash(region), n_lines, len(region), start_line)
+    return replace_lines(new_text, start, start + n_lines - 1, plan.code, language)
 
 
 def enclosing_definition(language: str, text: str, line: int) -> Definition | None:

@@ -51,11 +51,15 @@ class ContextEngine:
         self._thread: threading.Thread | None = None
         self._watcher: Watcher | None = None
         self.error: BaseException | None = None
+        self._on_problem: Callable[[str], None] = lambda message: None
 
     # Lifecycle ---------------------------------------------------------------------------------
 
-    def start(self, watch: bool = True, on_progress: Callable[[int, int], None] | None = None) -> None:
-        """Index in a background thread and watch the roots; returns at once."""
+    def start(self, watch: bool = True, on_progress: Callable[[int, int], None] | None = None,
+              on_problem: Callable[[str], None] | None = None) -> None:
+        """Index in a background thread and watch the roots; returns at once. `on_problem` hears,
+        in words for the user, what went wrong in the background (issue 11 §6)."""
+        self._on_problem = on_problem or (lambda message: None)
         if watch:
             self._watcher = Watcher(self.roots, self._on_batch)
             self._watcher.start()
@@ -65,13 +69,23 @@ class ContextEngine:
 
     def _background(self, on_progress: Callable[[int, int], None] | None) -> None:
         try:
-            self.ws.index_all(on_progress)
-        except BaseException as exc:  # kept for the server to report; a partial index still serves
+            self.ws.index_all(on_progress, save=False)
+        except Exception as exc:  # a partial index still serves; the user hears what is missing
             self.error = exc
-        finally:
-            self._ready.set()
-            if on_progress is not None:  # always a final (total, total), even for an empty root
-                on_progress(len(self.index), len(self.index))
+            self._on_problem(f"indexing stopped after {len(self.index)} files ({type(exc).__name__}: {exc}); "
+                             "cross-file context comes from those files only")
+        self._save_cache()
+        self._ready.set()
+        if on_progress is not None:  # always a final (total, total), even for an empty root
+            on_progress(len(self.index), len(self.index))
+
+    def _save_cache(self) -> None:
+        """Save the index cache; a failure costs the next start a full index, nothing more."""
+        try:
+            self.ws.save_cache()
+        except OSError as exc:
+            self._on_problem(f"the index cache could not be saved ({exc}); the next start indexes "
+                             "the workspace again")
 
     def _on_batch(self, paths: set[str]) -> None:
         self.ws.apply_batch(paths)
@@ -92,7 +106,7 @@ class ContextEngine:
             self._watcher = None
         if self._thread is not None:
             self._thread.join(timeout=30)
-        self.ws.save_cache()
+        self._save_cache()
 
     # Buffers and edits -------------------------------------------------------------------------
 
@@ -156,6 +170,11 @@ class ContextEngine:
         _, tree = self.ws.buffer_state(key, text)
         found = definition_at(lang, text.encode("utf-8", "surrogatepass"), tree, line) if tree else None
         return enrich(lang, text.split("\n"), found) if found is not None else None
+
+    def is_private(self, path: Path) -> bool:
+        """Whether a document must stay on this machine: secret or ignored (by its name or its
+        resolved target), or outside every root. Its prompts may run locally, never remotely."""
+        return self.ws.is_private(_abs(path))
 
     def callers_of(self, name: str) -> list[Usage]:
         """Where `name` is used across the workspace, definitions excluded, for hovers.

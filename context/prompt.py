@@ -44,6 +44,8 @@ class BuiltPrompt(msgspec.Struct, kw_only=True, frozen=True):
     stop: tuple[str, ...] = ()
     # Text the prompt already ends with that belongs to the answer (a chat prefill).
     prefill: str = ""
+    # A chat prompt's (role, content) messages: what a chat endpoint is sent instead of `text`.
+    messages: tuple[tuple[str, str], ...] = ()
 
 
 def comment_prefix(language: str) -> str:
@@ -83,7 +85,8 @@ def _chat_prompt(
     # Prefill the fence so small instruct models answer with code straight away.
     prefill = f"```{language}\n"
     stops = ("```",) + ((fmt.eos,) if fmt.eos else ())
-    return BuiltPrompt(text=rendered + prefill, kind="chat", stop=stops, prefill=prefill)
+    return BuiltPrompt(text=rendered + prefill, kind="chat", stop=stops, prefill=prefill,
+                       messages=tuple((m["role"], m["content"]) for m in messages))
 
 
 def render_chat(fmt: PromptFormat, messages: list[dict[str, str]]) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import stat
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -38,6 +39,8 @@ class FileFilter:
     def __init__(self, root: Path, exclude: tuple[str, ...] = (), secret_globs: tuple[str, ...] = (),
                  max_file_bytes: int = 1_000_000) -> None:
         self.root = root
+        # Links are judged by where they lead: the resolved root is what targets are compared to.
+        self.real_root = root.resolve()
         self.max_file_bytes = max_file_bytes
         self.exclude = pathspec.GitIgnoreSpec.from_lines(exclude)
         self.secrets = pathspec.GitIgnoreSpec.from_lines((*SECRET_GLOBS, *secret_globs))
@@ -69,7 +72,21 @@ class FileFilter:
             return path.name
 
     def ignored(self, path: Path, is_dir: bool = False) -> bool:
-        """Whether an ignore file, an exclude, a skip dir or a secret pattern rules the path out."""
+        """Whether an ignore file, an exclude, a skip dir or a secret pattern rules the path out,
+        for the path as named and for the real path it resolves to: a link named `local_keys.py`
+        into a gitignored `private/`, or out of the root, is ruled out (issue 11, section 3)."""
+        if self._ignored_as_named(path, is_dir):
+            return True
+        real = Path(os.path.realpath(path))
+        if real == path:
+            return False
+        try:
+            inside = real.relative_to(self.real_root)
+        except ValueError:
+            return True
+        return self._ignored_as_named(self.root / inside, is_dir)
+
+    def _ignored_as_named(self, path: Path, is_dir: bool) -> bool:
         rel = self._rel(path)
         if rel.startswith(".."):
             return True
@@ -104,17 +121,31 @@ def walk(flt: FileFilter) -> Iterator[Path]:
         dirnames[:] = sorted(d for d in dirnames if not flt.ignored(here / d, is_dir=True))
         for name in sorted(filenames):
             path = here / name
-            if language_of(name) is not None and not flt.ignored(path):
+            if language_of(name) is not None and is_regular(path) and not flt.ignored(path):
                 yield path
 
 
-def read_source(path: Path, max_bytes: int) -> tuple[bytes, os.stat_result]:
-    """A file's bytes and stat; raises UnreadableFileError for huge or binary files."""
+def is_regular(path: Path) -> bool:
+    """Whether a path is a regular file: opening a FIFO or device would block or never end."""
     try:
-        st = path.stat()
-        if st.st_size > max_bytes:
-            raise UnreadableFileError(f"{path} has {st.st_size} bytes, over the {max_bytes} limit")
-        data = path.read_bytes()
+        return stat.S_ISREG(path.stat().st_mode)
+    except OSError:
+        return False
+
+
+def read_source(path: Path, max_bytes: int) -> tuple[bytes, os.stat_result]:
+    """A file's bytes and stat; raises UnreadableFileError for huge, binary or non-regular files."""
+    try:
+        # O_NONBLOCK: a FIFO swapped in after the walk must not block open() (issue 12); the
+        # fstat of the opened descriptor then rules it out without a race.
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+        with os.fdopen(fd, "rb") as fh:
+            st = os.fstat(fh.fileno())
+            if not stat.S_ISREG(st.st_mode):
+                raise UnreadableFileError(f"{path} is not a regular file (mode {stat.filemode(st.st_mode)})")
+            if st.st_size > max_bytes:
+                raise UnreadableFileError(f"{path} has {st.st_size} bytes, over the {max_bytes} limit")
+            data = fh.read(max_bytes + 1)
     except OSError as exc:
         raise UnreadableFileError(f"cannot read {path}: {exc.strerror or exc}") from exc
     if b"\0" in data[:SNIFF_BYTES]:

@@ -17,7 +17,7 @@ from codeflow.context.extract import extract, parse
 from codeflow.context.index import WorkspaceIndex
 from codeflow.context.languages import language_of
 from codeflow.context.symbols import FileIndex
-from codeflow.context.walk import IGNORE_FILES, FileFilter, read_source, walk
+from codeflow.context.walk import IGNORE_FILES, FileFilter, is_regular, read_source, walk
 
 LRU_FILES = 512
 # Relative paths are asked for many times per query; the roots never change, so they stay valid.
@@ -79,6 +79,10 @@ class Workspace:
             known = self._admissible[path] = flt is not None and flt.admissible(Path(path))
         return known
 
+    def is_private(self, path: str) -> bool:
+        """Whether a document must never reach a remote endpoint (see `is_private`)."""
+        return is_private(self.filters, path)
+
     def rel(self, path: str) -> str:
         """A path relative to its root, with forward slashes."""
         known = self._rel.get(path)
@@ -113,8 +117,9 @@ class Workspace:
         self.skipped.pop(path, None)
         return fi
 
-    def index_all(self, on_progress: Callable[[int, int], None] | None = None) -> None:
-        """Index every root: cached entries whose mtime and size match are reused, the rest parsed."""
+    def index_all(self, on_progress: Callable[[int, int], None] | None = None, save: bool = True) -> None:
+        """Index every root: cached entries whose mtime and size match are reused, the rest parsed;
+        then save the cache unless the caller saves it itself."""
         for flt in self.filters:
             cached = cache.load(self.cache_dir, flt.root) if self.cache_dir else {}
             paths = [str(p) for p in walk(flt)]
@@ -122,7 +127,8 @@ class Workspace:
                 self.index_file(path, cached)
                 if on_progress is not None and (i % 200 == 0 or i == len(paths) - 1):
                     on_progress(i + 1, len(paths))
-        self.save_cache()
+        if save:
+            self.save_cache()
 
     def save_cache(self) -> None:
         """Write the cache of each root if the index changed since the last save."""
@@ -245,11 +251,42 @@ class Workspace:
         return wins
 
 
+def is_private(filters: list[FileFilter], path: str) -> bool:
+    """Whether a document is private: outside every root, or secret or ignored by its name or by
+    the real path it resolves to. Its text is never sent to a remote endpoint (issue 11)."""
+    named = os.path.abspath(path)
+    real = os.path.realpath(named)
+    flt = _innermost(filters, real)
+    if flt is None:
+        return True
+    if flt.ignored(Path(real)) or flt.is_secret(Path(named)):
+        return True
+    by_name = _innermost(filters, named)
+    return by_name is not None and by_name.ignored(Path(named))
+
+
+def private_to(roots: list[Path], path: str, exclude: tuple[str, ...] = (),
+               secret_globs: tuple[str, ...] = ()) -> bool:
+    """`is_private` without an index (context turned off): filters built for this one question."""
+    filters = [FileFilter(r.resolve(), exclude, secret_globs) for r in roots]
+    return is_private(filters, path)
+
+
+def _innermost(filters: list[FileFilter], path: str) -> FileFilter | None:
+    best = None
+    for flt in filters:
+        root = str(flt.root)
+        if (path == root or path.startswith(root + os.sep)) and (
+                best is None or len(root) > len(str(best.root))):
+            best = flt
+    return best
+
+
 def walk_under(flt: FileFilter, directory: Path) -> list[Path]:
     """Admissible files under one directory of a root (for a created or moved-in directory)."""
     out: list[Path] = []
     for dirpath, dirnames, filenames in os.walk(directory):
         here = Path(dirpath)
         dirnames[:] = [d for d in dirnames if not flt.ignored(here / d, is_dir=True)]
-        out += [here / n for n in filenames if flt.admissible(here / n)]
+        out += [here / n for n in filenames if flt.admissible(here / n) and is_regular(here / n)]
     return out

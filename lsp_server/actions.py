@@ -17,6 +17,7 @@ from typing import Any
 import msgspec
 from lsprotocol import types
 
+from codeflow.context import edits
 from codeflow.context.edits import EditPlan
 from codeflow.context.errors import ContextError, EditRejectedError
 from codeflow.lsp_server import convert, explain, instruct
@@ -24,6 +25,7 @@ from codeflow.lsp_server.completion import Cancelled
 from codeflow.lsp_server.server import CodeflowServer, fs_path, server
 from codeflow.quant.backend import CancelToken
 from codeflow.quant.errors import QuantError
+from codeflow.quant.fallback import LocalOnlyBackend
 
 RUN_ACTION = "codeflow.runAction"
 EXPLAIN = "codeflow.explainFunction"
@@ -31,6 +33,8 @@ STATS = "codeflow/instructStats"
 KINDS = [types.CodeActionKind.QuickFix, types.CodeActionKind.RefactorExtract, types.CodeActionKind.RefactorRewrite]
 # Partial text goes out at most this often, so a fast model does not flood the client.
 PROGRESS_EVERY_S = 0.1
+# The change annotation every AI edit carries, so the editor previews it before applying.
+ANNOTATION = "codeflow.ai"
 
 
 class State:
@@ -119,7 +123,7 @@ async def code_action(ls: CodeflowServer, params: types.CodeActionParams) -> lis
     uri, r = params.text_document.uri, params.range
     try:
         doc = ls.workspace.get_text_document(uri)
-        text = ls.read(uri)
+        text, _ = await ls.read(uri)
         language = convert.language_of(doc.path or uri, doc.language_id)
         diags = [_diagnostic(d) for d in params.context.diagnostics]
         offers = await asyncio.to_thread(
@@ -199,20 +203,28 @@ async def _run(ls: CodeflowServer, raw: object, title: str) -> tuple[types.Works
     """Run one action on the document as it is now; None (with a message) when it cannot apply."""
     try:
         data = msgspec.convert(raw, instruct.ActionData)
+        title = _short_title(data.action, title)
         doc = ls.workspace.get_text_document(data.uri)
-        text, version = ls.read(data.uri), doc.version
+        text, version = ls.read_open(data.uri)  # an edit needs a document the editor holds
         language = convert.language_of(doc.path or data.uri, doc.language_id)
+        # The listing's lines belong to the version it saw; aim them at this text first (issue 11).
+        data = instruct.relocate(data, text, version)
+        local_only = ls.is_private(doc.path or data.uri, "code actions")
+        if local_only is None:
+            return None
+    except EditRejectedError as exc:
+        ls.report.show(f"{title}: {exc}; nothing was changed", types.MessageType.Warning, key=uuid.uuid4().hex)
+        return None
     except (msgspec.ValidationError, ContextError) as exc:
         ls.report.show(f"cannot run this action: {exc}", types.MessageType.Warning, key=uuid.uuid4().hex)
         return None
-    title = instruct.KINDS[data.action].title.split(":")[0] if data.action in instruct.KINDS else title
     state(ls).explainer.stop_all()
     cancel = CancelToken()
     token = await _begin(ls, title, cancel)
     outcome = "cancelled"
     try:
         plan = await asyncio.to_thread(_execute, ls, data, text, language, cancel, _reporter(
-            ls, token, lambda t: instruct.display_answer(t, f"```{language}\n")))
+            ls, token, lambda t: instruct.display_answer(t, f"```{language}\n")), local_only)
         outcome = "done"
     except asyncio.CancelledError:
         cancel.cancel()
@@ -229,36 +241,71 @@ async def _run(ls: CodeflowServer, raw: object, title: str) -> tuple[types.Works
         return None
     finally:
         _end(ls, token, outcome)
-    return _checked_edit(ls, data, text, version, plan, title)
+    return _checked_edit(ls, data, text, version, plan, title, language)
+
+
+def _short_title(action: str, fallback: str) -> str:
+    """An action's title without its details: "Simplify", "Fix with AI"."""
+    kind = instruct.KINDS.get(action)
+    return kind.title.split(":")[0].removesuffix(" (AI)") if kind is not None else fallback
 
 
 def _execute(ls: CodeflowServer, data: instruct.ActionData, text: str, language: str, cancel: CancelToken,
-             on_text: Callable[[str], None]) -> EditPlan:
+             on_text: Callable[[str], None], local_only: bool = False) -> EditPlan:
     """Blocking, in a worker thread: context, prompt, model, checked edit plan."""
     stats = instruct.Stats()
     state(ls).last = stats
     backend = ls.runtime.chat_backend()
+    if local_only:  # a private document: no fallback may send it to a remote endpoint
+        backend = LocalOnlyBackend(backend)
     path = fs_path(data.uri)
     budget = ls.runtime.settings.context.budget_tokens if ls.runtime.settings.context.enabled else 0
-    context = instruct.gather_context(ls.runtime.settled_engine(), path, text, data.start_line, budget, None)
-    return instruct.run_action(backend, data, text, language, ls.display_path(str(path)), context,
+    engine = ls.runtime.settled_engine()
+
+    def context_for(room: int) -> str:
+        return instruct.gather_context(engine, path, text, data.start_line, min(budget, room), None)
+
+    return instruct.run_action(backend, data, text, language, ls.display_path(str(path)), context_for,
                                cancel, on_text, stats)
 
 
 def _checked_edit(ls: CodeflowServer, data: instruct.ActionData, text: str, version: int | None,
-                  plan: EditPlan, title: str) -> tuple[types.WorkspaceEdit, EditPlan] | None:
-    """The WorkspaceEdit for the version the request saw, unless the user typed meanwhile."""
-    now = ls.workspace.get_text_document(data.uri)
-    if now.version != version or ls.read(data.uri) != text:
-        ls.report.show(f"{title}: the document changed while the model was answering; nothing was changed",
-                       types.MessageType.Warning, key=uuid.uuid4().hex)
+                  plan: EditPlan, title: str, language: str) -> tuple[types.WorkspaceEdit, EditPlan] | None:
+    """The WorkspaceEdit for the document as it is now: the plan as made when the user did not type
+    meanwhile, else made again where the rewritten lines now are (found once, unchanged), else None."""
+    try:
+        now_text, now_version = ls.read_open(data.uri)
+        if now_version != version or now_text != text:
+            plan = edits.rebase_plan(plan, text, data.start_line, data.end_line, now_text, language)
+    except ContextError as exc:
+        ls.report.show(f"{title}: the document changed while the model was answering ({exc}); "
+                       "nothing was changed", types.MessageType.Warning, key=uuid.uuid4().hex)
         return None
+    return _workspace_edit(ls, data.uri, now_version, now_text, plan, title), plan
+
+
+def _workspace_edit(ls: CodeflowServer, uri: str, version: int | None, text: str, plan: EditPlan,
+                    title: str) -> types.WorkspaceEdit:
+    """The plan's edits for one document version; annotated for a confirming preview where the
+    client supports change annotations (LSP 3.16 `changeAnnotationSupport`)."""
     lines = text.split("\n")
-    edits = [types.TextEdit(range=types.Range(start=_position(lines, e.start_line, e.start_col),
-                                              end=_position(lines, e.end_line, e.end_col)), new_text=e.new_text)
-             for e in plan.edits]
-    doc_id = types.OptionalVersionedTextDocumentIdentifier(uri=data.uri, version=version)
-    return types.WorkspaceEdit(document_changes=[types.TextDocumentEdit(text_document=doc_id, edits=edits)]), plan
+    annotate = _annotates(ls)
+    changes: list[types.TextEdit | types.AnnotatedTextEdit] = []
+    for e in plan.edits:
+        span = types.Range(start=_position(lines, e.start_line, e.start_col),
+                           end=_position(lines, e.end_line, e.end_col))
+        changes.append(types.AnnotatedTextEdit(range=span, new_text=e.new_text, annotation_id=ANNOTATION)
+                       if annotate else types.TextEdit(range=span, new_text=e.new_text))
+    doc_id = types.OptionalVersionedTextDocumentIdentifier(uri=uri, version=version)
+    notes = {ANNOTATION: types.ChangeAnnotation(label=f"Codeflow: {title}", needs_confirmation=True,
+                                                description="written by the AI model; review before applying")}
+    return types.WorkspaceEdit(document_changes=[types.TextDocumentEdit(text_document=doc_id, edits=changes)],
+                               change_annotations=notes if annotate else None)
+
+
+def _annotates(ls: CodeflowServer) -> bool:
+    ws = ls.client_capabilities.workspace
+    return bool(ws and ws.workspace_edit and ws.workspace_edit.change_annotation_support is not None)
 
 
 def _position(lines: list[str], line: int, col: int) -> types.Position:
@@ -295,7 +342,7 @@ async def hover(ls: CodeflowServer, params: types.HoverParams) -> types.Hover | 
 async def _facts(ls: CodeflowServer, uri: str, position: types.Position) -> tuple[explain.Facts, types.Range] | None:
     try:
         doc = ls.workspace.get_text_document(uri)
-        prefix, suffix = convert.split_at(ls.read(uri), position)
+        prefix, suffix = convert.split_at((await ls.read(uri))[0], position)
     except ContextError as exc:
         ls.report.log(f"no hover for {uri}: {exc}", types.MessageType.Warning)
         return None
@@ -305,6 +352,9 @@ async def _facts(ls: CodeflowServer, uri: str, position: types.Position) -> tupl
     if word is None:
         return None
     language = convert.language_of(doc.path or uri, doc.language_id)
+    # The explainer is shared by every document: a private one gets no AI explanation at all.
+    if ls.is_private(doc.path or uri, "explain", local_ok=False) is None:
+        return None
     path = fs_path(uri)
     engine = await asyncio.to_thread(ls.runtime.settled_engine)
     facts = await asyncio.to_thread(explain.describe, engine, path, ls.display_path(str(path)),

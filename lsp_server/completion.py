@@ -18,6 +18,7 @@ from typing import Protocol
 
 import msgspec
 
+from codeflow.context.pack import estimate_tokens
 from codeflow.context.postprocess import decide_multiline, postprocess
 from codeflow.context.prompt import BuiltPrompt, PromptFormat, build_prompt
 from codeflow.lsp_server.settings import Settings
@@ -27,6 +28,7 @@ log = logging.getLogger(__name__)
 CHARS_PER_TOKEN = 3.2
 # The prefix window starts on a multiple of this many lines, so it stays put while typing.
 WINDOW_STEP = 32
+SPARE_STEP = 256
 # Token healing: the prompt stops before the identifier being typed and the spaces before it (or
 # trailing spaces), and the answer must start with them. Otherwise the model is asked to continue
 # half a token: "user = U" became "UUser", and "user = " (a lone space token) made it write "0".
@@ -42,6 +44,8 @@ class CompletionRequest(msgspec.Struct, kw_only=True, frozen=True):
     prefix: str
     suffix: str
     invoked: bool = False
+    # A private document (secret, ignored, outside the roots): its prompt never goes remote.
+    local_only: bool = False
 
 
 class Completion(msgspec.Struct, kw_only=True, frozen=True):
@@ -132,6 +136,18 @@ def fit_budgets(n_ctx: int, max_tokens: int, context: int, prefix: int, suffix: 
     suffix = min(suffix, room // 8)
     prefix = min(prefix, room - suffix)
     return max(0, min(context, room - prefix - suffix)), prefix, suffix
+
+
+def spare_room(prefix: str, suffix: str, prefix_tokens: int, suffix_tokens: int) -> int:
+    """The tokens a window leaves unused (a short file, a cursor near the top), which cross-file
+    context may take: on a small context the prefix budget would otherwise leave it nothing.
+
+    Rounded down to SPARE_STEP so that the context budget, and with it the prompt's start, stays
+    put while the user types.
+    """
+    used = int((len(prefix) + len(suffix)) / CHARS_PER_TOKEN) + 1
+    spare = max(0, prefix_tokens + suffix_tokens - used)
+    return spare - spare % SPARE_STEP
 
 
 class _Job:
@@ -299,17 +315,20 @@ class CompletionService:
             backend.info.n_ctx, max_tokens, cfg.budget_tokens, cfg.prefix_tokens, cfg.suffix_tokens
         )
         prefix, suffix = window(base, req.suffix, prefix_tokens, suffix_tokens)
+        budget = min(cfg.budget_tokens, budget + spare_room(prefix, suffix, prefix_tokens, suffix_tokens))
         context = ""
         if self.context is not None and cfg.enabled and budget > 0:
             try:
-                context = self.context.context_text(req, budget, backend.count_tokens, fmt.file_sep)
+                # A private document's text must not reach a remote tokenizer either: estimate.
+                count = estimate_tokens if req.local_only else backend.count_tokens
+                context = self.context.context_text(req, budget, count, fmt.file_sep)
             except Exception:  # a context failure must not cost the user the completion
                 log.exception("context retrieval failed for %s; completing without it", req.path)
         return build_prompt(fmt, context=context, prefix=prefix, suffix=suffix, path=req.path, language=req.language)
 
     def _run(self, job: _Job, backend: Backend, opts: GenOptions) -> None:
         started = time.perf_counter()
-        prompt = Prompt(text=job.built.text, kind=job.built.kind, key=job.req.key)
+        prompt = Prompt(text=job.built.text, kind=job.built.kind, key=job.req.key, local_only=job.req.local_only)
         error: Exception | None = None
         try:
             for piece in backend.stream(prompt, opts, job.cancel):

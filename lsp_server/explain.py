@@ -211,6 +211,7 @@ class Explainer:
         try:
             backend = self._backend()
             built = explain_prompt(backend, facts)
+            instruct.room_left(backend, built, max_tokens, f"explaining `{facts.name}`")
             opts = GenOptions(max_tokens=max_tokens, temperature=0.0, stop=built.stop)
             job.stats.model = backend.info.name
             text = instruct.generate(backend, built, opts, job.cancel, job.update, job.stats, key="explain")

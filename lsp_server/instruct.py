@@ -18,11 +18,11 @@ import msgspec
 
 from codeflow.context import edits
 from codeflow.context.edits import EditPlan
-from codeflow.context.errors import PositionError
+from codeflow.context.errors import EditRejectedError, PositionError
 from codeflow.context.prompt import BuiltPrompt, render_chat
 from codeflow.lsp_server.completion import Cancelled, prompt_format
-from codeflow.quant.backend import Backend, CancelToken, GenOptions, GenStats, Prompt
-from codeflow.quant.errors import ModelNotFoundError
+from codeflow.quant.backend import Backend, CancelToken, ChatMessage, GenOptions, GenStats, Prompt
+from codeflow.quant.errors import EmptyPromptError, ModelNotFoundError, PromptTooLongError
 
 log = logging.getLogger(__name__)
 MAX_DIAGNOSTICS = 5
@@ -30,6 +30,8 @@ MAX_DIAGNOSTICS = 5
 FIX_WINDOW = 3
 ACTION_MIN_TOKENS = 256
 ACTION_MAX_TOKENS = 2048
+# Chat templates add a few tokens per message beyond their text; keep this much spare.
+PROMPT_MARGIN_TOKENS = 32
 SYSTEM = (
     "You are an expert {language} programmer. You rewrite the code the user shows, exactly as asked. "
     "Reply with one fenced code block holding the complete rewritten code, and nothing else."
@@ -95,6 +97,10 @@ class ActionData(msgspec.Struct, kw_only=True, frozen=True, rename="camel"):
     sel_end: int = -1
     version: int | None = None
     diagnostic: DiagnosticInfo | None = None
+    # The region's fingerprint at listing time, so a resolve after the user typed finds it again
+    # by content instead of trusting line numbers from an older version (issue 11).
+    region_hash: str = ""
+    region_chars: int = -1
 
 
 class Offer(msgspec.Struct, kw_only=True, frozen=True):
@@ -138,8 +144,8 @@ def _fix(uri: str, version: int | None, text: str, language: str, diag: Diagnost
     else:
         first, final = max(diag.line - FIX_WINDOW, 0), min(diag.end_line + FIX_WINDOW, last)
     final = min(final, last)
-    data = ActionData(uri=uri, action="fix", start_line=min(first, final), end_line=final,
-                      version=version, diagnostic=diag)
+    data = _fingerprinted(text, ActionData(uri=uri, action="fix", start_line=min(first, final), end_line=final,
+                                           version=version, diagnostic=diag))
     title = KINDS["fix"].title.format(message=diag.message.split("\n", 1)[0][:80])
     return Offer(title=title, kind="quickfix", data=data)
 
@@ -162,16 +168,47 @@ def _refactors(uri: str, version: int | None, text: str, language: str, start: t
         ids.append("to_comprehension")
     if language == "python" and _COMPREHENSION.search(region):
         ids.append("to_loop")
-    offers = [Offer(title=KINDS[i].title, kind=KINDS[i].kind,
-                    data=ActionData(uri=uri, action=i, start_line=first, end_line=final, version=version))
+    shared = _fingerprinted(text, ActionData(uri=uri, action="", start_line=first, end_line=final, version=version))
+    offers = [Offer(title=KINDS[i].title, kind=KINDS[i].kind, data=msgspec.structs.replace(shared, action=i))
               for i in ids]
     if selected:
         outer = (target.start_line, target.end_line) if target is not None and target.kind != "class" else None
         first, final = outer if outer and outer[0] <= start[0] and sel_end <= outer[1] else (first, final)
-        data = ActionData(uri=uri, action="extract", start_line=first, end_line=final,
-                          sel_start=start[0], sel_end=sel_end, version=version)
+        data = _fingerprinted(text, ActionData(uri=uri, action="extract", start_line=first, end_line=final,
+                                               sel_start=start[0], sel_end=sel_end, version=version))
         offers.insert(0, Offer(title=KINDS["extract"].title, kind="refactor.extract", data=data))
     return offers
+
+
+def _fingerprinted(text: str, data: ActionData) -> ActionData:
+    region = edits.line_span(text, data.start_line, data.end_line)
+    return msgspec.structs.replace(data, region_hash=edits.region_hash(region), region_chars=len(region))
+
+
+def relocate(data: ActionData, text: str, version: int | None) -> ActionData:
+    """The action aimed at `text` (the document now): as listed when nothing changed, else moved to
+    where its region now is, found by content exactly once; raises EditRejectedError otherwise."""
+    n_lines = data.end_line - data.start_line + 1
+    if not data.region_hash:
+        if data.version is not None and data.version != version:
+            raise EditRejectedError(f"the code changed since the action was offered (version {data.version}, "
+                                    f"now {version})")
+        return data
+    if data.version == version:
+        region = edits.line_span(text, data.start_line, data.end_line)
+        if edits.region_hash(region) == data.region_hash:
+            return data
+    start = edits.locate_region(text, data.region_hash, n_lines, data.region_chars, data.start_line)
+    return shifted(data, start - data.start_line)
+
+
+def shifted(data: ActionData, delta: int) -> ActionData:
+    """The same action with every line moved by `delta` (the region moved, its content did not)."""
+    d = data.diagnostic
+    diag = msgspec.structs.replace(d, line=d.line + delta, end_line=d.end_line + delta) if d else None
+    sel_start, sel_end = (data.sel_start + delta, data.sel_end + delta) if data.sel_start >= 0 else (-1, -1)
+    return msgspec.structs.replace(data, start_line=data.start_line + delta, end_line=data.end_line + delta,
+                                   sel_start=sel_start, sel_end=sel_end, diagnostic=diag)
 
 
 # Prompts ---------------------------------------------------------------------------------------
@@ -200,16 +237,32 @@ def action_prompt(backend: Backend, data: ActionData, text: str, language: str, 
 
 
 def chat_prompt(backend: Backend, system: str, user: str, prefill: str = "") -> BuiltPrompt:
-    """Render system + user messages with the chat model's template; raises when it has none."""
+    """System + user messages, rendered with the chat model's template; raises when it has none.
+
+    A backend that cannot continue a prefilled answer (a chat endpoint) gets no prefill: its
+    model opens the fence itself, so the fence cannot be a stop string there.
+    """
     info = chat_info(backend)
     fmt = prompt_format(info)
     if not info.chat_template:
         raise ModelNotFoundError(f"the chat model {info.name} has no chat template; "
                                  "set model.chatPath to an instruct GGUF")
+    prefill = prefill if info.prefill else ""
     messages = [{"role": "system", "content": system}, {"role": "user", "content": user}]
     text = render_chat(msgspec.structs.replace(fmt, chat_template=info.chat_template), messages)
     stops = (("```",) if prefill else ()) + ((info.eos,) if info.eos else ())
-    return BuiltPrompt(text=text + prefill, kind="chat", stop=stops, prefill=prefill)
+    return BuiltPrompt(text=text + prefill, kind="chat", stop=stops, prefill=prefill,
+                       messages=tuple((m["role"], m["content"]) for m in messages))
+
+
+def backend_prompt(built: BuiltPrompt, key: str = "") -> Prompt:
+    """The backend's view of a built prompt; an empty one is refused, never sent."""
+    messages = tuple(ChatMessage(role=role, content=content) for role, content in built.messages)
+    # A rendered template is never empty, so a chat prompt is judged by what the user says.
+    said = [m.content for m in messages if m.role == "user"] if messages else [built.text]
+    if not any(text.strip() for text in said):
+        raise EmptyPromptError("refusing to send an empty prompt to the model")
+    return Prompt(text=built.text, kind=built.kind, key=key, messages=messages)
 
 
 def chat_info(backend: Backend):  # noqa: ANN201 - ModelInfo
@@ -232,7 +285,7 @@ def generate(backend: Backend, built: BuiltPrompt, opts: GenOptions, cancel: Can
     stats.prompt_chars = len(built.text)
     text = ""
     try:
-        for piece in backend.stream(Prompt(text=built.text, kind="chat", key=key), opts, cancel):
+        for piece in backend.stream(backend_prompt(built, key), opts, cancel):
             if stats.tokens == 0:
                 stats.first_token_s = time.perf_counter() - started
             stats.tokens += 1
@@ -250,16 +303,42 @@ def generate(backend: Backend, built: BuiltPrompt, opts: GenOptions, cancel: Can
     return text
 
 
-def run_action(backend: Backend, data: ActionData, text: str, language: str, path: str, context: str,
-               cancel: CancelToken, on_text: Callable[[str], None], stats: Stats) -> EditPlan:
-    """Blocking: the checked edit plan for one action on `text` (the version the request saw)."""
-    built = action_prompt(backend, data, text, language, path, context)
+def run_action(backend: Backend, data: ActionData, text: str, language: str, path: str,
+               context_for: Callable[[int], str], cancel: CancelToken, on_text: Callable[[str], None],
+               stats: Stats) -> EditPlan:
+    """Blocking: the checked edit plan for one action on `text` (the version the request saw).
+
+    `context_for(tokens)` renders cross-file context within a token budget; it gets what the
+    model's context has left once the code, the instruction and the answer are counted.
+    """
     region = edits.line_span(text, data.start_line, data.end_line)
-    budget = backend.count_tokens(region) * 2 + ACTION_MIN_TOKENS
-    opts = GenOptions(max_tokens=min(budget, ACTION_MAX_TOKENS), temperature=0.0, stop=built.stop)
+    max_tokens = min(backend.count_tokens(region) * 2 + ACTION_MIN_TOKENS, ACTION_MAX_TOKENS)
+    bare = action_prompt(backend, data, text, language, path, "")
+    room = room_left(backend, bare, max_tokens, f"the code to rewrite (lines {data.start_line + 1}-"
+                                                 f"{data.end_line + 1})")
+    built = action_prompt(backend, data, text, language, path, context_for(room)) if room > 0 else bare
+    if built is not bare and room_left(backend, built, max_tokens, "the code and its context") < 0:
+        built = bare  # the context's estimate ran over: the code itself matters more
+    opts = GenOptions(max_tokens=max_tokens, temperature=0.0, stop=built.stop)
     stats.task = data.action
     answer = generate(backend, built, opts, cancel, on_text, stats, key=f"action:{data.uri}")
     return edits.plan_replacement(text, data.start_line, data.end_line, answer, language, built.prefill)
+
+
+def room_left(backend: Backend, built: BuiltPrompt, max_tokens: int, what: str) -> int:
+    """Tokens the model's context has left beyond the prompt and its answer.
+
+    Raises when not even this prompt fits: a backend would cut its start (llama.cpp drops the
+    oldest tokens), and an answer to a prompt that lost its instruction must never be applied.
+    """
+    sent = built.text if built.text.strip() else "\n".join(content for _, content in built.messages)
+    n_ctx = backend.info.n_ctx
+    left = n_ctx - PROMPT_MARGIN_TOKENS - max_tokens - backend.count_tokens(sent)
+    if left < 0:
+        needed = n_ctx - left - PROMPT_MARGIN_TOKENS
+        raise PromptTooLongError(f"{what} needs {needed} tokens with its answer; the chat model's "
+                                 f"context holds {n_ctx} (raise model.nCtx or use a larger model)")
+    return left
 
 
 def gather_context(engine: object | None, path: Path, text: str, line: int, budget: int,

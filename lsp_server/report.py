@@ -35,6 +35,9 @@ class Reporter:
         self._shown: dict[str, float] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread: int | None = None
+        # Features that are off or degraded, and why: sent with every `codeflow/status`.
+        self.degraded: dict[str, str] = {}
+        self._status: dict | None = None
 
     def bind_loop(self) -> None:
         """Remember the event loop: writes from worker threads are handed to it."""
@@ -65,7 +68,24 @@ class Reporter:
         params = types.LogMessageParams(type=kind, message=message)
         self.send(lambda: self._server.window_log_message(params))
 
-    def status(self, status: msgspec.Struct) -> None:
-        """Send the `codeflow/status` notification the editor clients show."""
-        payload = msgspec.to_builtins(status)
+    def status(self, status: msgspec.Struct | None = None) -> None:
+        """Send the `codeflow/status` notification the editor clients show (the last one again
+        when `status` is None), with the features that are degraded."""
+        if status is not None:
+            self._status = msgspec.to_builtins(status)
+        if self._status is None:
+            return
+        payload = {**self._status, "degraded": dict(self.degraded)}
         self.send(lambda: self._server.protocol.notify(STATUS_METHOD, payload))
+
+    def problem(self, feature: str, message: str | None) -> None:
+        """A feature stopped working or works less (told once, kept in the status), or, with
+        message None, works again."""
+        if message is None:
+            if self.degraded.pop(feature, None) is not None:
+                self.log(f"{feature} works again", types.MessageType.Info)
+                self.status()
+            return
+        self.degraded[feature] = message
+        self.show(message, types.MessageType.Warning, key=f"problem:{feature}:{message}")
+        self.status()

@@ -40,6 +40,11 @@ class EngineContext:
         return engine.render(packed, path, file_sep)
 
 
+def _log_problem(feature: str, message: str | None) -> None:
+    if message is not None:
+        log.warning("%s: %s", feature, message)
+
+
 def _abs_path(root: Path, path: str) -> Path:
     candidate = Path(path)
     return candidate if candidate.is_absolute() else root / candidate
@@ -57,11 +62,15 @@ class Runtime:
         self.settings = settings
         self.workspace = workspace
         self._on_status = on_status
+        # (feature, message): a feature that stopped working or works less, told to the user
+        # (issue 11 §6); message None when it works again. The server routes it to its Reporter.
+        self.on_problem: Callable[[str, str | None], None] = _log_problem
         self._lock = threading.Lock()
         self._backend: FallbackBackend | None = None
         self._chat: FallbackBackend | None = None
         self.engine: object | None = None
         self._closed = False
+        self._buffer_failed = False
         self._buffers = ThreadPoolExecutor(max_workers=1, thread_name_prefix="codeflow-buffers")
         self.completion = CompletionService(self.backend, settings)
 
@@ -88,9 +97,11 @@ class Runtime:
 
     def _make_backend(self, chat: bool) -> FallbackBackend:
         s = self.settings
-        local = None if s.backend == "remote" else self._local_factory(chat)
         remote = self._remote_factory(chat) if s.remote.url and s.backend != "local" else None
-        return FallbackBackend(local, remote, self._on_status, primary_kind="local" if local else "remote")
+        if s.backend == "remote":
+            # Remote is the plan, not a fallback: its status and errors name it as such.
+            return FallbackBackend(remote, None, self._on_status, primary_kind="remote")
+        return FallbackBackend(self._local_factory(chat), remote, self._on_status, primary_kind="local")
 
     def _local_factory(self, chat: bool) -> Callable[[], Backend]:
         m = self.settings.model
@@ -130,7 +141,8 @@ class Runtime:
 
             plan = plan_local(path, n_ctx=m.n_ctx, kv_type=m.kv_type)
         except Exception as exc:  # planning is advice; without it, stay on the CPU
-            log.warning("planner failed for %s (%s); running on the CPU", path, exc)
+            self.on_problem("gpu", f"the GPU planner failed for {path.name} ({type(exc).__name__}: {exc}); "
+                                   "running on the CPU (set model.nGpuLayers to choose yourself)")
             return 0
         return plan.n_gpu_layers if plan.backend == "local" else 0
 
@@ -167,7 +179,8 @@ class Runtime:
         try:
             from codeflow.context.engine import ContextEngine, EngineConfig
         except ImportError as exc:
-            log.warning("context engine unavailable: %s", exc)
+            self.on_problem("context", f"the context engine cannot load ({exc}); completions, actions and "
+                                       "hovers go without cross-file context")
             return
         c = self.settings.context
         config = EngineConfig(
@@ -175,7 +188,7 @@ class Runtime:
         )
         engine = ContextEngine(roots, config)
         if watch:
-            engine.start(watch=True, on_progress=progress)
+            engine.start(watch=True, on_progress=progress, on_problem=lambda m: self.on_problem("context", m))
         else:
             engine.index_now()
         self.engine = engine
@@ -193,8 +206,15 @@ class Runtime:
         def run() -> None:
             try:
                 job()
-            except Exception:  # a broken buffer must not stop later updates
+            except Exception as exc:  # a broken buffer must not stop later updates
                 log.exception("updating an open buffer in the context engine failed")
+                self._buffer_failed = True
+                self.on_problem("buffer", f"an open file could not be updated in the context engine "
+                                          f"({type(exc).__name__}: {exc}); its context may be stale")
+            else:
+                if self._buffer_failed:
+                    self._buffer_failed = False
+                    self.on_problem("buffer", None)
 
         if self.engine is not None and not self._closed:
             self._buffers.submit(run)

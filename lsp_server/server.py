@@ -4,19 +4,28 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 import threading
 import uuid
 from collections.abc import Callable
 from pathlib import Path
+from typing import BinaryIO
+from urllib.parse import unquote
 
 import msgspec
 from lsprotocol import types
+from pygls.exceptions import FeatureRequestError, JsonRpcInvalidParams
 from pygls.lsp.server import LanguageServer
 from pygls.uris import to_fs_path
+from pygls.workspace import TextDocument
 
 from codeflow.context.errors import ContextError, UnreadableFileError
+from codeflow.context.files import read_closed_file
+from codeflow.context.walk import FileFilter
+from codeflow.context.workspace import private_to
 from codeflow.lsp_server import __version__, convert
 from codeflow.lsp_server.completion import Cancelled, Completion, CompletionRequest
+from codeflow.lsp_server.protocol import CodeflowProtocol, ProtocolError, serve_stdio
 from codeflow.lsp_server.report import Reporter
 from codeflow.lsp_server.runtime import Runtime
 from codeflow.lsp_server.settings import Settings, apply_layer, build
@@ -35,9 +44,10 @@ class CodeflowServer(LanguageServer):
     """pygls server with Codeflow's state on it; handlers receive it as `ls`."""
 
     def __init__(self) -> None:
-        super().__init__("codeflow", __version__)
+        super().__init__("codeflow", __version__, protocol_cls=CodeflowProtocol)
         self.report = Reporter(self)
         self.runtime = Runtime(Settings(), None, self._on_status)
+        self.runtime.on_problem = self.report.problem
         self.roots: list[Path] = []
         self._load_lock: asyncio.Lock | None = None
 
@@ -47,6 +57,20 @@ class CodeflowServer(LanguageServer):
             self.runtime.close()
         finally:
             super().shutdown()
+
+    def start_io(self, stdin: BinaryIO | None = None, stdout: BinaryIO | None = None) -> None:
+        """stdio that resynchronises after garbage and ends when the client is gone (issue 12)."""
+        serve_stdio(self, stdin or sys.stdin.buffer, stdout or sys.stdout.buffer)
+
+    def report_server_error(self, error: Exception, source: type[Exception]) -> None:
+        """pygls's error hook: log each one, but pop up at most once an hour per kind (pygls
+        shows every one: 576 popups in one fuzz run). A failed request already carries its error."""
+        if source is FeatureRequestError:
+            self.report.log(f"request failed: {error}", types.MessageType.Error)
+            return
+        origin = "a malformed message from the client" if source is ProtocolError else "an error in a handler"
+        self.report.show(f"{error} ({origin})", types.MessageType.Warning,
+                         key=f"{source.__name__}:{type(error).__name__}")
 
     def _on_status(self, status: msgspec.Struct) -> None:
         self.report.status(status)
@@ -111,29 +135,72 @@ class CodeflowServer(LanguageServer):
 
         return report
 
-    def request_at(self, uri: str, position: types.Position, invoked: bool) -> CompletionRequest | None:
+    def request_at(self, uri: str, source: str, position: types.Position, invoked: bool) -> CompletionRequest | None:
         """A completion request for a cursor, or None when this document is not completed."""
         doc = self.workspace.get_text_document(uri)
         settings = self.runtime.settings.completion
         language = convert.language_of(doc.path or uri, doc.language_id)
         if not settings.enabled or language in settings.disabled_languages:
             return None
-        source = self.read(uri)
         if len(source) > MAX_DOCUMENT_CHARS or "\x00" in source[:8192]:
             self.report.log(f"not completing {uri}: binary or larger than {MAX_DOCUMENT_CHARS} characters")
+            return None
+        local_only = self.is_private(doc.path or uri, "completion")
+        if local_only is None:
             return None
         prefix, suffix = convert.split_at(source, position)
         return CompletionRequest(
             key=uri, path=self.display_path(doc.path or uri), language=language,
-            prefix=prefix, suffix=suffix, invoked=invoked,
+            prefix=prefix, suffix=suffix, invoked=invoked, local_only=local_only,
         )
 
-    def read(self, uri: str) -> str:
-        """An open document's text, or the file's on disk; unreadable ones raise a ContextError."""
-        try:
-            return self.workspace.get_text_document(uri).source
-        except (OSError, UnicodeDecodeError, ValueError) as exc:
-            raise UnreadableFileError(f"cannot read {uri}: {exc}") from exc
+    def is_private(self, path: str, feature: str, local_ok: bool = True) -> bool | None:
+        """False for an ordinary file; for a private one (secret or ignored, by name or resolved
+        target, or outside every root) True, local-only, or None, off, when only a remote
+        backend is configured. The user is told which, once per file (issue 11, section 3)."""
+        engine = self.runtime.engine
+        c = self.runtime.settings.context
+        private = engine.is_private(Path(path)) if engine is not None else \
+            private_to(self.roots, path, c.exclude, c.secret_globs)
+        if not private:
+            return False
+        settings = self.runtime.settings
+        if not settings.remote.url or settings.backend == "local":
+            return True  # nothing could go remote: no need to tell
+        off = settings.backend == "remote" or not local_ok
+        mode = "off: only a remote backend is configured" if settings.backend == "remote" else \
+            "local-only" if local_ok else "off"
+        self.report.show(f"{feature} in {Path(path).name} is {mode} (a private file: secret, ignored or"
+                         " outside the workspace; it is never sent to a remote endpoint)",
+                         types.MessageType.Info, key=f"private:{feature}:{path}")
+        return None if off else True
+
+    def open_document(self, uri: str) -> TextDocument | None:
+        """The document the editor has open under `uri`, or None."""
+        return self.workspace.text_documents.get(unquote(uri))
+
+    def read_open(self, uri: str) -> tuple[str, int | None]:
+        """An open document's text and version; a ContextError when the editor has not opened it."""
+        doc = self.open_document(uri)
+        if doc is None:
+            raise UnreadableFileError(f"{uri} is not open in the editor")
+        return doc.source, doc.version
+
+    async def read(self, uri: str) -> tuple[str, int | None]:
+        """An open document's text and version, or a closed workspace file's text (version None),
+        read off the event loop; anything else raises a ContextError that says why."""
+        doc = self.open_document(uri)
+        if doc is not None:
+            return doc.source, doc.version
+        return await asyncio.to_thread(self._read_closed, uri), None
+
+    def _read_closed(self, uri: str) -> str:
+        path = to_fs_path(uri) if uri.startswith("file:") else None
+        if path is None:
+            raise UnreadableFileError(f"cannot read {uri}: not an open document or a file URI")
+        c = self.runtime.settings.context
+        filters = [FileFilter(r.resolve(), c.exclude, c.secret_globs, c.max_file_bytes) for r in self.roots]
+        return read_closed_file(Path(path), filters, c.max_file_bytes)
 
     def display_path(self, path: str) -> str:
         """A path relative to the workspace root, as the prompt names it."""
@@ -148,17 +215,19 @@ class CodeflowServer(LanguageServer):
         """`codeflow.showContext`: args[0] is {uri, position}; bad arguments get a clear error."""
         try:
             target = msgspec.convert(args[0] if args else None, convert.CursorArg)
-        except msgspec.ValidationError as exc:
-            raise ValueError(f"{SHOW_CONTEXT} expects [{{uri, position: {{line, character}}}}]: {exc}") from exc
-        position = types.Position(line=target.position.line, character=target.position.character)
-        prefix, suffix = convert.split_at(self.read(target.uri), position)
+            position = types.Position(line=target.position.line, character=target.position.character)
+            prefix, suffix = convert.split_at((await self.read(target.uri))[0], position)
+        except ValueError as exc:  # msgspec's ValidationError and lsprotocol's range checks
+            raise JsonRpcInvalidParams(f"{SHOW_CONTEXT} expects [{{uri, position: {{line, character}}}}]: {exc}") from exc
+        except ContextError as exc:  # an unreadable file or a position outside it: a bad argument
+            raise JsonRpcInvalidParams(f"{SHOW_CONTEXT}: {exc}") from exc
         line, col = prefix.count("\n"), len(prefix) - prefix.rfind("\n") - 1
         return await asyncio.to_thread(self.runtime.pack_context, fs_path(target.uri), prefix + suffix, line, col)
 
     async def complete(self, uri: str, position: types.Position, invoked: bool) -> Completion | None:
         """Run the pipeline off the loop; a cancelled request stops its generation."""
         try:
-            req = self.request_at(uri, position, invoked)
+            req = self.request_at(uri, (await self.read(uri))[0], position, invoked)
         except ContextError as exc:
             self.report.log(f"completion request rejected: {exc}", types.MessageType.Warning)
             return None

@@ -159,13 +159,24 @@ def apply_layer(current: Settings, raw: Any) -> tuple[Settings, list[SettingErro
         trial = msgspec.to_builtins(current)
         _set_leaf(trial, path, value)
         try:
-            msgspec.convert(trial, Settings)
+            _refuse_pasted_key(msgspec.convert(trial, Settings))
         except msgspec.ValidationError as exc:
             errors.append(SettingError(".".join(path), str(exc)))
             continue
         _set_leaf(tree, path, value)
         current = msgspec.convert(tree, Settings)
     return current, errors
+
+
+def _refuse_pasted_key(settings: Settings) -> None:
+    """remote.apiKeyEnv names a variable; a key pasted there is refused (issue 11, section 3)."""
+    from codeflow.quant.secrets import looks_like_key
+
+    name = settings.remote.api_key_env
+    if name and (not name.isidentifier() or looks_like_key(name)):
+        # The message never holds the value: it is shown to the user and logged.
+        raise msgspec.ValidationError("must be the name of an environment variable; this value looks"
+                                      " like a key itself, so it is refused and not repeated here")
 
 
 def config_files(workspace: Path | None) -> list[Path]:

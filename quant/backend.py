@@ -22,6 +22,13 @@ class FimTokens(msgspec.Struct, kw_only=True, frozen=True):
     eot: tuple[str, ...] = ()
 
 
+class ChatMessage(msgspec.Struct, kw_only=True, frozen=True):
+    """One message of a chat request."""
+
+    role: str
+    content: str
+
+
 class ModelInfo(msgspec.Struct, kw_only=True, frozen=True):
     """What callers may know about the model behind a backend."""
 
@@ -35,6 +42,9 @@ class ModelInfo(msgspec.Struct, kw_only=True, frozen=True):
     bos: str | None = None
     eos: str | None = None
     device: str = "cpu"
+    # Whether a chat answer can be prefilled (the prompt ends inside the assistant's turn). A
+    # chat endpoint applies its own template and starts the turn itself, so it cannot.
+    prefill: bool = True
 
     @property
     def prompt_kind(self) -> PromptKind:
@@ -47,12 +57,20 @@ class ModelInfo(msgspec.Struct, kw_only=True, frozen=True):
 
 
 class Prompt(msgspec.Struct, kw_only=True, frozen=True):
-    """A fully rendered prompt. `key` names the sequence it belongs to (a document URI)."""
+    """A fully rendered prompt. `key` names the sequence it belongs to (a document URI).
+
+    A chat prompt also carries its `messages`: a backend that runs the model itself feeds `text`
+    (the messages rendered with the model's template), a chat endpoint sends the messages.
+    """
 
     text: str
     kind: PromptKind = "prefix"
     key: str = ""
     add_bos: bool = True
+    messages: tuple[ChatMessage, ...] = ()
+    # From a private document (secret or ignored file, or outside every root): never sent to a
+    # remote endpoint, whatever the fallback policy says (issue 11, section 3).
+    local_only: bool = False
 
 
 class GenOptions(msgspec.Struct, kw_only=True, frozen=True):

@@ -50,3 +50,23 @@ class WorkerCrashError(BackendError):
 
 class RemoteTimeoutError(RemoteError, BackendTimeoutError):
     """The remote endpoint sent nothing within the read timeout."""
+
+
+class LocalOnlyError(BackendError):
+    """A private document's prompt may only run locally, and no local backend can run it."""
+
+
+class EmptyPromptError(QuantError):
+    """A prompt with no content: it is never sent, and no answer to it is ever applied."""
+
+
+class PromptTooLongError(QuantError):
+    """A prompt and its answer do not fit the model's context; sending it cut would be worse."""
+
+
+class PresetError(QuantError):
+    """A model preset is unknown, malformed, or has no file for the asked quant."""
+
+
+class HubError(QuantError):
+    """Downloading a model from the hub failed: offline, not found, or a checksum mismatch."""

@@ -19,7 +19,8 @@ from typing import Literal
 import msgspec
 
 from .backend import Backend, CancelToken, GenOptions, ModelInfo, Prompt
-from .errors import BackendTimeoutError, ModelLoadError, QuantError, RemoteError, WorkerCrashError
+from .errors import (BackendTimeoutError, LocalOnlyError, ModelLoadError, QuantError, RemoteError,
+                     WorkerCrashError)
 
 log = logging.getLogger(__name__)
 
@@ -173,6 +174,8 @@ class FallbackBackend:
         tried: set[str] = set()
         while not cancel.cancelled:
             side = self._pick(tried)
+            if prompt.local_only and side is not None and side.kind == "remote":
+                side = self._local_side(tried)
             backend = side.backend if side is not None else None
             if side is None or backend is None:
                 return
@@ -206,6 +209,20 @@ class FallbackBackend:
                 return None
             side = self.start()
             return None if side is None or side.kind in tried else side
+
+    def _local_side(self, tried: set[str]) -> _Side | None:
+        """The local side for a private prompt, loaded; raises LocalOnlyError when there is none.
+
+        The active side stays as it is: only this prompt is kept off the remote endpoint."""
+        with self._lock:
+            local = self._primary if self._primary.kind == "local" else self._secondary
+            if "local" in tried:
+                return None  # it failed on this prompt already; the failure was reported
+            if local.usable and (local.backend is not None or self._load(local)):
+                return local
+            why = local.broken or "no local backend is configured"
+        raise LocalOnlyError(f"not sent to the remote endpoint: the document is private (a secret or"
+                             f" ignored file, or outside the workspace) and {why}")
 
     def _report_state(self, side: _Side, state: Literal["generating", "error"], message: str = "") -> None:
         with self._lock:
@@ -274,6 +291,35 @@ class FallbackBackend:
         with self._lock:
             self._primary.drop()
             self._secondary.drop()
+
+
+class LocalOnlyBackend:
+    """A view of a backend whose every prompt is `local_only`: for a private document's requests
+    (code actions), so that no fallback sends them to a remote endpoint (issue 11, section 3)."""
+
+    def __init__(self, inner: Backend) -> None:
+        self._inner = inner
+
+    @property
+    def info(self) -> ModelInfo:
+        """The inner backend's model."""
+        return self._inner.info
+
+    @property
+    def status(self) -> Status | None:
+        """The inner backend's last status, if it reports one."""
+        return getattr(self._inner, "status", None)
+
+    def stream(self, prompt: Prompt, opts: GenOptions, cancel: CancelToken) -> Iterator[str]:
+        """The inner stream, with the prompt marked local-only."""
+        return self._inner.stream(msgspec.structs.replace(prompt, local_only=True), opts, cancel)
+
+    def count_tokens(self, text: str) -> int:
+        """An over-estimate: the real count could ask a remote tokenizer."""
+        return len(text) // 3 + 1
+
+    def close(self) -> None:
+        """Nothing to release: the inner backend belongs to its owner."""
 
 
 def _call(callback: Callable[[Status], None], status: Status) -> None:

@@ -9,6 +9,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from codeflow.quant.backend import CancelToken, FimTokens, GenOptions, ModelInfo, Prompt
 from codeflow.quant.errors import ModelLoadError, ModelNotFoundError
@@ -194,6 +195,42 @@ def _stop_overlap(text: str, stops: tuple[str, ...]) -> int:
     return best
 
 
+_params_lock = threading.Lock()
+
+
+def amx_in_use() -> bool:
+    """Whether llama.cpp's CPU backend has AMX kernels and this CPU runs them."""
+    return b"AMX_INT8 = 1" in llama_cpp().llama_print_system_info()
+
+
+def load_llama(**kwargs: Any):  # noqa: ANN201 - llama_cpp.Llama
+    """`llama_cpp.Llama(**kwargs)`, without llama.cpp's AMX weight buffers on a CPU that has AMX.
+
+    With them, the first multi-token batch crashed the process with SIGSEGV (llama-cpp-python
+    0.3.36 built natively on a Xeon with AMX-INT8: SmolLM2 Q4_1 and Gemma 3 Q4_K_M; one-token
+    prompts ran). Without the extra buffer types the AVX-512 kernels run the same models. `Llama`
+    takes no such argument, so its default model params are wrapped while it loads.
+    """
+    from llama_cpp import Llama
+
+    if not amx_in_use():
+        return Llama(**kwargs)
+    low = llama_cpp().llama_cpp
+    with _params_lock:
+        default = low.llama_model_default_params
+
+        def without_extra_buffers():  # noqa: ANN202 - llama_model_params
+            params = default()
+            params.use_extra_bufts = False
+            return params
+
+        low.llama_model_default_params = without_extra_buffers
+        try:
+            return Llama(**kwargs)
+        finally:
+            low.llama_model_default_params = default
+
+
 def llama_cpp():  # noqa: ANN201 - the low-level module
     """The low-level llama_cpp module, imported on first use (it loads the shared library)."""
     import llama_cpp as module
@@ -202,8 +239,6 @@ def llama_cpp():  # noqa: ANN201 - the low-level module
 
 
 def _load(path: str, n_ctx: int, n_gpu_layers: int, n_threads: int, kv_type: str):  # noqa: ANN202
-    from llama_cpp import Llama
-
     kv = KV_TYPES.get(kv_type)
     if kv is None:
         raise ModelLoadError(path, f"unknown KV cache type {kv_type!r}; use one of {sorted(KV_TYPES)}")
@@ -211,7 +246,7 @@ def _load(path: str, n_ctx: int, n_gpu_layers: int, n_threads: int, kv_type: str
     try:
         # verbose=False would point fd 1 at /dev/null while loading (llama_cpp's
         # suppress_stdout_stderr): LSP messages the event loop writes meanwhile would be lost.
-        llm = Llama(
+        llm = load_llama(
             model_path=path,
             n_ctx=n_ctx,
             n_gpu_layers=n_gpu_layers,

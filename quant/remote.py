@@ -18,10 +18,11 @@ from typing import Any, Protocol
 import httpx
 import msgspec
 
-from .backend import CancelToken, FimTokens, GenOptions, ModelInfo, Prompt
+from .backend import CancelToken, ChatMessage, FimTokens, GenOptions, ModelInfo, Prompt
 from .breaker import CircuitBreaker
-from .errors import RemoteError, RemoteTimeoutError
+from .errors import EmptyPromptError, RemoteError, RemoteTimeoutError
 from .redact import redact, register_secret
+from .secrets import SCRUBBER, looks_like_key, scrub_body, warm_up
 from . import openai_wire as wire
 from .sse import DONE, iter_sse_data
 
@@ -49,13 +50,6 @@ class RemoteConfig(Protocol):
     fim_middle: str
 
 
-class ChatMessage(msgspec.Struct, kw_only=True, frozen=True):
-    """One message of a chat request."""
-
-    role: str
-    content: str
-
-
 class _Retryable(Exception):
     """A failure before the first piece, worth another attempt."""
 
@@ -78,6 +72,10 @@ def read_api_key(api_key_env: str, env: Mapping[str, str]) -> str | None:
     if not _ENV_NAME.fullmatch(api_key_env):
         # Never echo the value: a user may have pasted the key itself here.
         raise RemoteError("remote.apiKeyEnv must name an environment variable, not hold a key")
+    if looks_like_key(api_key_env):
+        # A key is a valid identifier too (sk_live_..., ghp_...): refuse it, still without echoing.
+        raise RemoteError("remote.apiKeyEnv holds what looks like an API key itself; put the key in"
+                          " an environment variable and set remote.apiKeyEnv to that variable's name")
     key = env.get(api_key_env, "")
     if not key:
         raise RemoteError(f"environment variable {api_key_env} (remote.apiKeyEnv) is not set")
@@ -106,6 +104,7 @@ class RemoteBackend:
         self._backoff_s = backoff_s
         self.breaker = breaker or CircuitBreaker()
         key = read_api_key(settings.api_key_env, env)
+        warm_up()  # the secret scanner loads with the backend, not on the first keystroke
         headers = {}
         if key is not None:
             register_secret(key)
@@ -172,14 +171,18 @@ class RemoteBackend:
             fim=self._fim(),
             chat_template=SERVER_CHAT_TEMPLATE if self._chat else None,
             device=f"remote {self.root}",
+            prefill=False,
         )
 
     def stream(self, prompt: Prompt, opts: GenOptions, cancel: CancelToken) -> Iterator[str]:
-        """Stream a raw prompt from `/v1/completions`, or a chat prompt as one user message."""
+        """Stream a raw prompt from `/v1/completions`, or a chat prompt's messages from
+        `/v1/chat/completions` (its text alone, as one user message, when it has none)."""
         if prompt.kind == "chat":
-            message = ChatMessage(role="user", content=prompt.text)
-            yield from self.stream_chat([message], opts, cancel)
+            messages = prompt.messages or (ChatMessage(role="user", content=prompt.text),)
+            yield from self.stream_chat(messages, opts, cancel)
             return
+        if not prompt.text.strip():
+            raise EmptyPromptError(f"refusing to send an empty prompt to {self.root}")
         body = {"prompt": prompt.text, **self._sampling(opts)}
         yield from self._stream("/v1/completions", body, wire.completion_piece, cancel)
 
@@ -187,6 +190,8 @@ class RemoteBackend:
         self, messages: Sequence[ChatMessage], opts: GenOptions, cancel: CancelToken
     ) -> Iterator[str]:
         """Stream an answer to `messages` from `/v1/chat/completions`."""
+        if not any(m.content.strip() for m in messages if m.role == "user"):
+            raise EmptyPromptError(f"refusing to send a chat request with no user text to {self.root}")
         body = {"messages": [msgspec.to_builtins(m) for m in messages], **self._sampling(opts)}
         yield from self._stream("/v1/chat/completions", body, wire.chat_piece, cancel)
 
@@ -220,7 +225,8 @@ class RemoteBackend:
             )
         failed = True
         try:
-            yield from self._attempts(path, body, piece_of, cancel)
+            # A placeholder the model echoes becomes the user's value again, here on their machine.
+            yield from SCRUBBER.restore_stream(self._attempts(path, body, piece_of, cancel))
             failed = False
         except GeneratorExit:
             failed = False  # the caller stopped reading; the endpoint did nothing wrong
@@ -262,7 +268,8 @@ class RemoteBackend:
         """One request; leaving this generator (done, cancelled, closed) closes the response."""
         url = f"{self.root}{path}"
         try:
-            with self._client.stream("POST", path, json=body) as response:
+            # The one place streamed bodies leave the machine: no secret goes with them (issue 11).
+            with self._client.stream("POST", path, json=scrub_body(body)) as response:
                 self._check_status("POST", url, response)
                 finished = False
                 for data in iter_sse_data(response.iter_lines()):
@@ -339,7 +346,7 @@ class RemoteBackend:
         body = {"content": text, "prompt": text, "input": text, "add_special": False}
         if self._info.name != "remote":
             body["model"] = self._info.name
-        response = self._client.post(route, json=body)
+        response = self._client.post(route, json=scrub_body(body))
         try:
             payload = response.json() if response.status_code == 200 else None
         except ValueError:

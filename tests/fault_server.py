@@ -27,6 +27,8 @@ class FaultServer:
         self.mode = "ok"
         self.failures = 10**9
         self.delay_s = 0.0
+        # When set, an "ok" stream sends this text (in small pieces) instead of "w0 w1 ...".
+        self.answer: str | None = None
         self.requests: list[dict[str, Any]] = []
         self.disconnected = threading.Event()
         handler = type("Handler", (_Handler,), {"fault": self})
@@ -113,6 +115,9 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Transfer-Encoding", "chunked")
         self.end_headers()
         count = 10**6 if mode == "endless" else min(int(body.get("max_tokens", 5)), 5)
+        if self.fault.answer is not None and mode == "ok":
+            self._answer(self.fault.answer, chat)
+            return
         try:
             for i in range(count):
                 if mode == "truncated" and i == 2:
@@ -131,6 +136,18 @@ class _Handler(BaseHTTPRequestHandler):
                 self._event({"choices": [{"index": 0, **piece, "finish_reason": None}]})
                 if mode == "endless":
                     time.sleep(0.02)
+            self._event("[DONE]")
+            self.wfile.write(b"0\r\n\r\n")
+        except (BrokenPipeError, ConnectionResetError):
+            self.fault.disconnected.set()
+
+    def _answer(self, text: str, chat: bool) -> None:
+        try:
+            for start in range(0, len(text), 8):
+                piece = text[start:start + 8]
+                delta = {"delta": {"content": piece}} if chat else {"text": piece}
+                self._event({"choices": [{"index": 0, **delta, "finish_reason": None}]})
+            self._event({"choices": [{"index": 0, "finish_reason": "stop", **({"delta": {}} if chat else {"text": ""})}]})
             self._event("[DONE]")
             self.wfile.write(b"0\r\n\r\n")
         except (BrokenPipeError, ConnectionResetError):

@@ -27,11 +27,16 @@ def isolated_env(home: Path, keep_cache: bool = False) -> dict[str, str]:
 
 @contextlib.asynccontextmanager
 async def lsp_session(
-    root: Path, options: dict[str, Any], home: Path, keep_cache: bool = False
+    root: Path, options: dict[str, Any], home: Path, keep_cache: bool = False, log_file: Path | None = None
 ) -> AsyncIterator[LanguageClient]:
-    """An initialized client talking to a fresh server; shut down cleanly afterwards."""
-    config = ClientServerConfig(server_command=SERVER, server_env=isolated_env(home, keep_cache))
+    """An initialized client talking to a fresh server; shut down cleanly afterwards. With
+    `log_file`, the server's debug log goes there (`--log-file`) instead of stderr."""
+    command = SERVER + (["--log-file", str(log_file)] if log_file is not None else [])
+    config = ClientServerConfig(server_command=command, server_env=isolated_env(home, keep_cache))
     client = await config.start()
+    statuses: list[dict[str, Any]] = []
+    client.statuses = statuses  # every `codeflow/status` the server sent, from the start
+    client.feature("codeflow/status")(lambda params: statuses.append(_plain(params)))
     try:
         client.initialize_result = await client.initialize_session(
             types.InitializeParams(
@@ -47,6 +52,25 @@ async def lsp_session(
         with contextlib.suppress(Exception):
             await client.shutdown_session()
         await client.stop()
+
+
+def _plain(value: Any) -> Any:
+    """pygls hands custom notifications' params over as named tuples: back to dicts."""
+    if hasattr(value, "_asdict"):
+        return {k: _plain(v) for k, v in value._asdict().items()}
+    return value
+
+
+async def wait_for_status(client: LanguageClient, test: Any, timeout: float = 20.0) -> dict[str, Any]:
+    """The first `codeflow/status` for which `test(status)` holds, waiting for it to arrive."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while loop.time() < deadline:
+        for status in client.statuses:
+            if test(status):
+                return status
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"no matching codeflow/status; got {client.statuses}")
 
 
 async def wait_indexed(client: LanguageClient, timeout: float = 15.0) -> bool:

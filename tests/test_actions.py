@@ -229,7 +229,8 @@ async def test_a_document_edited_during_generation_is_not_overwritten(
         result = await asyncio.wait_for(pending, timeout=15)
         assert result["applied"] is False and received == []
         assert short  # the recording stayed readable; the user's edit is the only change
-    # Without cancelling: the model finishes after the edit and the result is dropped.
+    # Without cancelling: the model finishes after the user edited the function, and the result is
+    # dropped (an edit above it moves the result instead: tests/test_actions_moved.py).
     fast = {"name": "recorded-chat", "answers": [{"match": "Simplify", "text": LOOP_ANSWER, "delay_ms": 60}]}
     (tmp_path / "fast.json").write_text(json.dumps(fast))
     async with lsp_session(workspace, options(models_dir, f"recorded:{tmp_path / 'fast.json'}"), tmp_path) as client:
@@ -242,7 +243,7 @@ async def test_a_document_edited_during_generation_is_not_overwritten(
         client.text_document_did_change(types.DidChangeTextDocumentParams(
             text_document=types.VersionedTextDocumentIdentifier(uri=uri, version=2),
             content_changes=[types.TextDocumentContentChangePartial(
-                range=types.Range(start=types.Position(0, 0), end=types.Position(0, 0)), text="# mine\n")],
+                range=types.Range(start=types.Position(5, 0), end=types.Position(5, 0)), text="        # mine\n")],
         ))
         result = await asyncio.wait_for(pending, timeout=15)
         assert result["applied"] is False and received == []

@@ -110,3 +110,29 @@ def test_serve_over_tcp_answers_initialize(tmp_path: Path) -> None:
 def test_serve_rejects_a_bad_address() -> None:
     proc = run("serve", "--tcp", "nowhere")
     assert proc.returncode != 0 and "HOST:PORT" in proc.stderr
+
+
+def test_serve_refuses_a_public_address_without_the_opt_in() -> None:
+    proc = run("serve", "--tcp", f"0.0.0.0:{_free_port()}", timeout=30)
+    assert proc.returncode != 0
+    assert "refusing to listen on 0.0.0.0" in proc.stderr and "--allow-remote-clients" in proc.stderr
+
+
+def test_serve_on_a_public_address_with_the_opt_in_warns_and_listens(tmp_path: Path) -> None:
+    port = _free_port()
+    server = subprocess.Popen([*CLI, "serve", "--tcp", f"0.0.0.0:{port}", "--allow-remote-clients",
+                               "--log-file", str(tmp_path / "log")], stderr=subprocess.PIPE, text=True)
+    try:
+        warning = server.stderr.readline()
+        assert "WARNING: listening on 0.0.0.0 with no authentication" in warning
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=30).close()
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "the server did not listen"
+                time.sleep(0.2)
+    finally:
+        server.kill()
+        server.wait()

@@ -10,7 +10,12 @@ from codeflow.context.edits import (
     enclosing_definition,
     extract_code,
     minimal_edits,
+    line_span,
+    locate_region,
     plan_replacement,
+    rebase_plan,
+    region_hash,
+    region_starts,
     reindent,
 )
 from codeflow.context.errors import EditRejectedError
@@ -114,3 +119,46 @@ def test_typescript_and_enclosing_definition() -> None:
     target = enclosing_definition("python", DOC, 6)
     assert target is not None and target.name == "total" and target.start_line == 4 and target.end_line == 8
     assert enclosing_definition("plaintext", DOC, 6) is None
+
+
+def fingerprint(text: str, start: int, end: int) -> tuple[str, int, int]:
+    """(hash, lines, chars) of lines [start, end], as a listed action carries them."""
+    region = line_span(text, start, end)
+    return region_hash(region), end - start + 1, len(region)
+
+
+def test_locate_region_follows_lines_that_moved() -> None:
+    digest, n_lines, chars = fingerprint(DOC, 4, 8)
+    assert locate_region(DOC, digest, n_lines, chars, 4) == 4
+    moved = "# one\n# two\n# three\n" + DOC
+    assert locate_region(moved, digest, n_lines, chars, 4) == 7
+    assert region_starts(moved, digest, 0, chars) == []
+
+
+def test_locate_region_refuses_an_edited_or_duplicated_region() -> None:
+    digest, n_lines, chars = fingerprint(DOC, 4, 8)
+    edited = DOC.replace("        result = []\n", "        result = []  # keep\n")
+    with pytest.raises(EditRejectedError, match="no longer in the document"):
+        locate_region(edited, digest, n_lines, chars, 4)
+    twice = DOC + "\n\nclass Other:\n" + line_span(DOC, 4, 8)
+    with pytest.raises(EditRejectedError, match="more than once"):
+        locate_region(twice, digest, n_lines, chars, 4)
+
+
+def test_rebase_plan_lands_on_the_moved_region_and_keeps_the_new_lines() -> None:
+    plan = plan_replacement(DOC, 4, 8, COMPREHENSION, "python")
+    typed = "# my comment\nout = 0\n\n"
+    moved = DOC.replace("class Store:\n", typed + "class Store:\n")
+    rebased = rebase_plan(plan, DOC, 4, 8, moved, "python")
+    assert rebased.result == plan.result.replace("class Store:\n", typed + "class Store:\n")
+    assert apply_edits(moved, rebased.edits) == rebased.result
+    # The stale plan's offsets on the new text would have hit the user's lines instead.
+    assert apply_edits(moved, plan.edits) != rebased.result
+    assert all(e.start_line >= 8 for e in rebased.edits)
+
+
+def test_rebase_plan_refuses_when_the_region_was_edited() -> None:
+    plan = plan_replacement(DOC, 4, 8, COMPREHENSION, "python")
+    edited = DOC.replace("            result.append(item * 2)\n", "            result.append(item * 3)\n")
+    with pytest.raises(EditRejectedError, match="changed since"):
+        rebase_plan(plan, DOC, 4, 8, edited, "python")

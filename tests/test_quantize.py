@@ -11,6 +11,7 @@ from gguf_factory import write_tiny_gguf
 from codeflow.lsp_server import cmd_quantize
 from codeflow.quant.errors import QuantizeError
 from codeflow.quant.gguf_info import read_gguf
+from codeflow.quant.local import load_llama
 from codeflow.quant.quantize import quantize
 
 llama_cpp = pytest.importorskip("llama_cpp")
@@ -43,7 +44,7 @@ def test_round_trip_loads_and_reports_the_new_type(f32_model: Path, tmp_path: Pa
     # Progress covers every tensor, in order.
     n = len(read_gguf(f32_model).tensors)
     assert [s[0] for s in seen] == list(range(1, n + 1)) and seen[0][1] == n
-    llm = llama_cpp.Llama(model_path=str(out), n_ctx=128, n_gpu_layers=0, verbose=False)
+    llm = load_llama(model_path=str(out), n_ctx=128, n_gpu_layers=0, verbose=False)
     try:
         tokens = llm.tokenize(b"def return", add_bos=True)
         llm.eval(tokens)

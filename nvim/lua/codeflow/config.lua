@@ -23,6 +23,8 @@ M.defaults = {
   root_markers = { 'codeflow.toml', 'pyproject.toml', 'setup.py', 'package.json', 'go.mod', 'Cargo.toml', '.git' },
   --- Server settings, the `codeflow` object in camelCase, e.g. { model = { path = "..." } }.
   settings = {},
+  --- Show the diff of an AI edit (code actions) and ask before applying it.
+  review_edits = true,
   ghost = {
     enabled = true,
     --- nil uses settings.completion.debounceMs, else 75.

@@ -5,10 +5,15 @@ local M = {}
 
 M.did_setup = false
 
---- The client capabilities: Neovim's, plus inline completion (LSP 3.18).
+--- The client capabilities: Neovim's, plus inline completion (LSP 3.18), plus change annotations
+--- when AI edits are reviewed (the server then marks them as needing confirmation).
 local function capabilities()
   local caps = vim.lsp.protocol.make_client_capabilities()
   caps.textDocument.inlineCompletion = caps.textDocument.inlineCompletion or { dynamicRegistration = false }
+  if config.options.review_edits then
+    caps.workspace.workspaceEdit = caps.workspace.workspaceEdit or {}
+    caps.workspace.workspaceEdit.changeAnnotationSupport = { groupsOnLabel = false }
+  end
   return caps
 end
 
@@ -59,6 +64,9 @@ end
 function M.setup(opts)
   config.set(opts)
   vim.api.nvim_set_hl(0, config.options.ghost.hl_group, { link = 'Comment', default = true })
+  if config.options.review_edits then
+    require('codeflow.review').install()
+  end
   vim.lsp.config('codeflow', M.lsp_config())
   local group = vim.api.nvim_create_augroup('codeflow', { clear = true })
   vim.api.nvim_create_autocmd('LspAttach', { group = group, callback = on_attach })
