@@ -4,6 +4,7 @@ size, so that a restart re-parses only the files that changed."""
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from codeflow.context.symbols import FileIndex
 
 # Bump when extraction changes what a FileIndex holds, so that stale caches are ignored.
 FORMAT = 5
+log = logging.getLogger(__name__)
 
 
 class _CacheFile(msgspec.Struct, kw_only=True):
@@ -38,13 +40,25 @@ def cache_path(cache_dir: Path, root: Path) -> Path:
 
 
 def load(cache_dir: Path, root: Path) -> dict[str, FileIndex]:
-    """The cached FileIndex per absolute path; empty when missing, stale or unreadable."""
+    """The cached FileIndex per absolute path; empty when missing, stale or unreadable (the two
+    last are logged: the workspace is then indexed from scratch, which a user may notice)."""
+    path = cache_path(cache_dir, root)
     try:
-        data = cache_path(cache_dir, root).read_bytes()
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return {}
+    except OSError as exc:
+        log.warning("cannot read the index cache %s (%s); indexing %s from scratch", path, exc, root)
+        return {}
+    try:
         cached = _decoder.decode(data)
-    except (OSError, msgspec.DecodeError, msgspec.ValidationError):
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        log.warning("the index cache %s is corrupt (%s, %d bytes); indexing %s from scratch and "
+                    "rewriting it", path, exc, len(data), root)
         return {}
     if cached.format != FORMAT or cached.root != str(root):
+        log.info("the index cache %s is from another version (format %d, now %d); rebuilding it",
+                 path, cached.format, FORMAT)
         return {}
     return {fi.path: fi for fi in cached.files}
 

@@ -12,13 +12,14 @@ import difflib
 import hashlib
 import re
 import textwrap
+from collections import Counter
 from itertools import accumulate
 
 import msgspec
 import tree_sitter as ts
 
 from codeflow.context.errors import EditRejectedError
-from codeflow.context.extract import definition_at
+from codeflow.context.extract import definition_at, extract
 from codeflow.context.languages import SPECS, parser
 from codeflow.context.symbols import Definition
 
@@ -194,7 +195,27 @@ def replace_lines(text: str, start_line: int, end_line: int, code: str, language
     if not edits:
         raise EditRejectedError("the model suggested no change")
     check_syntax(language, text, result)
+    check_target(language, text, result)
     return EditPlan(edits=tuple(edits), result=result, code=code)
+
+
+def check_target(language: str, old: str, new: str) -> None:
+    """Raise EditRejectedError when `new` defines again a function or class that `old` already
+    has: the model rewrote code outside the target too (issue 14), and applying it would leave
+    two of them, as the Flask app's `User` defined again in app.py."""
+    name = grammar_name(language)
+    if name is None:
+        return
+    before, after = _definitions(name, old), _definitions(name, new)
+    twice = sorted({n for (n, k), count in after.items() if count > before[(n, k)] > 0})
+    if twice:
+        names = ", ".join(f"`{n}`" for n in twice)
+        raise EditRejectedError(f"the answer also rewrites {names}, outside the code it was asked to change")
+
+
+def _definitions(grammar: str, text: str) -> Counter[tuple[str, str]]:
+    index = extract("", grammar, text.encode("utf-8", "surrogatepass"))
+    return Counter((d.name, d.kind) for d in index.defs if d.kind in ("function", "method", "class"))
 
 
 # Moved code (issue 11 section 1): an edit is only ever computed on the text it is sent for. When

@@ -18,6 +18,7 @@ from codeflow.context.errors import PositionError
 from codeflow.context.extract import definition_at
 from codeflow.context.languages import SPECS, language_of
 from codeflow.context.pack import Dropped, PackedContext, Snippet, estimate_tokens, pack, render
+from codeflow.context.pyresolve import PyResolver
 from codeflow.context.symbols import Definition, Usage
 from codeflow.context.watch import Watcher
 from codeflow.context.workspace import Workspace
@@ -51,6 +52,7 @@ class ContextEngine:
         self._thread: threading.Thread | None = None
         self._watcher: Watcher | None = None
         self.error: BaseException | None = None
+        self.rescans = 0  # after lost file events (inotify queue overflow)
         self._on_problem: Callable[[str], None] = lambda message: None
 
     # Lifecycle ---------------------------------------------------------------------------------
@@ -61,7 +63,7 @@ class ContextEngine:
         in words for the user, what went wrong in the background (issue 11 §6)."""
         self._on_problem = on_problem or (lambda message: None)
         if watch:
-            self._watcher = Watcher(self.roots, self._on_batch)
+            self._watcher = Watcher(self.roots, self._on_batch, on_overflow=self._on_overflow)
             self._watcher.start()
         self._thread = threading.Thread(target=self._background, args=(on_progress,),
                                         name="codeflow-index", daemon=True)
@@ -90,6 +92,13 @@ class ContextEngine:
     def _on_batch(self, paths: set[str]) -> None:
         self.ws.apply_batch(paths)
 
+    def _on_overflow(self) -> None:
+        """The kernel dropped file events (10,000 operations in 1.4 s left 24 of 71 probes wrong,
+        issue 12): compare the whole workspace with the index by mtime and size."""
+        self._ready.wait()  # the initial index is complete (a rescan before it would race it)
+        self.ws.rescan()
+        self.rescans += 1
+
     def wait_ready(self, timeout: float | None = None) -> bool:
         """Wait for the initial index; False on timeout."""
         return self._ready.wait(timeout)
@@ -110,9 +119,12 @@ class ContextEngine:
 
     # Buffers and edits -------------------------------------------------------------------------
 
-    def set_buffer(self, path: Path, text: str) -> None:
-        """An unsaved buffer overrides the file on disk; reparses it."""
-        self.ws.set_buffer(_abs(path), text)
+    def set_buffer(self, path: Path, text: str) -> bool:
+        """An unsaved buffer overrides the file on disk; reparses it. False when it is larger than
+        `max_file_bytes`: then it is neither kept nor parsed."""
+        key = _abs(path)
+        self.ws.set_buffer(key, text)
+        return key in self.ws.buffers
 
     def drop_buffer(self, path: Path) -> None:
         """The buffer was closed: the disk is the truth again."""
@@ -176,8 +188,50 @@ class ContextEngine:
         resolved target), or outside every root. Its prompts may run locally, never remotely."""
         return self.ws.is_private(_abs(path))
 
-    def callers_of(self, name: str) -> list[Usage]:
-        """Where `name` is used across the workspace, definitions excluded, for hovers.
+    def lookup(self, path: Path | str, name: str) -> list[tuple[str, Definition]] | None:
+        """The workspace definitions a bare `name` in a file refers to, this file's first: in
+        Python through its own definitions and imports, else by name. None when the file imports
+        `name` from outside the workspace (`from flask import request` is no `def request` in
+        tests/, issue 13)."""
+        current = _abs(path)
+        with self.index.lock:
+            fi = self.index.get(current)
+            if fi is not None and fi.lang == "python":
+                hits = [(t.path, t.defn) for t in self._py_resolver().name(current, name) if t.defn is not None]
+                if hits or any(b.local == name for b in fi.imports):
+                    return hits or None
+            found = [(f.path, d) for f, d in self.index.named(name)]
+        found.sort(key=lambda pd: pd[0] != current)
+        return found
+
+    def _py_resolver(self) -> PyResolver:
+        return PyResolver(self.index, [str(r) for r in self.roots])
+
+    def _refers_to(self, home: str | None, name: str) -> Callable[[str], bool]:
+        """Whether a file's uses of `name` can mean the definition in `home`. A top-level Python
+        definition is used only where it is defined or imported from (by name or as a module
+        attribute); counting by name alone found "11 places" for a name defined all over."""
+        fi = self.index.get(home) if home else None
+        if fi is None:
+            return lambda path: True
+        if fi.lang != "python" or any(d.parent for d in self.index.defs_in(home, name)):
+            return lambda path: (other := self.index.get(path)) is not None and other.lang == fi.lang
+        r = self._py_resolver()
+
+        def keep(path: str) -> bool:
+            other = self.index.get(path)
+            if other is None or other.lang != "python":
+                return False
+            if path == home or any(t.path == home for t in r.name(path, name)):
+                return True
+            # `import models` then `models.name(...)`.
+            return any(t.defn is None and t.path == home for b in other.imports for t in r.name(path, b.local))
+
+        return keep
+
+    def callers_of(self, name: str, home: Path | str | None = None) -> list[Usage]:
+        """Where `name` is used across the workspace, definitions excluded, for hovers; with
+        `home`, the file that defines it, only the uses that can refer to that definition.
 
         The files are searched when asked (a byte test first, then their lines), which keeps the
         per-file identifier lists out of the index: they cost a third of extraction time."""
@@ -186,9 +240,13 @@ class ContextEngine:
         out: list[Usage] = []
         with self.index.lock:
             files = sorted(self.index.files)
+            refers = self._refers_to(_abs(home) if home is not None else None, name)
         for path in files:
             if not self.ws.contains(path, needle):
                 continue
+            with self.index.lock:
+                if not refers(path):
+                    continue
             lines = self.ws.lines_of(path) or []
             def_lines = {d.start_line for d in self.index.defs_in(path, name)}
             for i, text in enumerate(lines):

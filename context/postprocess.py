@@ -7,6 +7,7 @@ from __future__ import annotations
 import re
 
 from codeflow.context.scope import opens_block
+from codeflow.context.syntaxcut import syntax_cut
 
 OPENERS = {"(": ")", "[": "]", "{": "}"}
 CLOSERS = {v: k for k, v in OPENERS.items()}
@@ -27,17 +28,57 @@ def decide_multiline(prefix: str, suffix: str, language: str, invoked: bool) -> 
     return opens_block(prefix, suffix, language) or not suffix.strip()
 
 
-def postprocess(raw: str, prefix: str, suffix: str, *, multiline: bool, language: str = "") -> str:
-    """The text to show for `raw`, or "" when nothing useful is left."""
+def postprocess(raw: str, prefix: str, suffix: str, *, multiline: bool, language: str = "",
+                max_lines: int = 0) -> str:
+    """The text to show for `raw`, or "" when nothing useful is left; a block keeps at most
+    `max_lines` lines when that is set (as-you-type requests: no ghost text fills the screen)."""
     text = _strip_fences(_CONTROL.sub("", raw))
     if not multiline:
         text = text.split("\n", 1)[0]
     else:
         text = _keep_scope(text, prefix)
+        if max_lines > 0:
+            text = "\n".join(text.split("\n")[:max_lines])
     text = _cut_repetition(text, prefix)
     text = _trim_suffix_overlap(text, prefix, suffix, multiline)
-    text = text.rstrip()
+    text = syntax_cut(text.rstrip(), prefix, suffix, language) if language else text.rstrip()
     return text if text.strip() else ""
+
+
+def runaway_at(text: str) -> int | None:
+    """Where a completion starts repeating itself (a character offset), or None.
+
+    Lines are compared by shape: one line repeated three times in a row once numbers and strings
+    are abstracted (`return jsonify(error=...), 404`, then 405, 406), or a run of two to five
+    lines repeated with identifiers abstracted too. A run of lines that all share one shape (the
+    `self.a = a` lines of an `__init__`) is not a loop.
+    """
+    lines = text.split("\n")
+    offsets = [0]
+    for line in lines:
+        offsets.append(offsets[-1] + len(line) + 1)
+    rows = [i for i, line in enumerate(lines) if line.strip()]
+    exact = [_shape(lines[i], names=False) for i in rows]
+    loose = [_shape(lines[i], names=True) for i in rows]
+    for k in range(2, len(rows)):
+        if exact[k] == exact[k - 1] == exact[k - 2]:
+            return offsets[rows[k - 1]]
+    for period in range(2, 6):
+        for k in range(len(rows) - 2 * period + 1):
+            run = loose[k:k + period]
+            if run == loose[k + period:k + 2 * period] and len(set(run)) > 1:
+                return offsets[rows[k + period]]
+    return None
+
+
+_STRING = re.compile(r"\"(?:\\.|[^\"\\])*\"|'(?:\\.|[^'\\])*'|`[^`]*`")
+_NUMBER = re.compile(r"\b\d[\w.]*")
+_NAME = re.compile(r"[A-Za-z_$][\w$]*")
+
+
+def _shape(line: str, names: bool) -> str:
+    shape = _NUMBER.sub("0", _STRING.sub('""', line.strip()))
+    return _NAME.sub("a", shape) if names else shape
 
 
 def _strip_fences(text: str) -> str:
@@ -81,7 +122,11 @@ def _keep_scope(text: str, prefix: str) -> str:
 
 
 def _cut_repetition(text: str, prefix: str) -> str:
-    """Cut a line that repeats the one before it, and a run that loops within one line."""
+    """Cut where lines start repeating (by shape, see `runaway_at`), a line that repeats the one
+    before it, and a run that loops within one line."""
+    loop = runaway_at(text)
+    if loop is not None:
+        text = text[:loop].rstrip("\n")
     lines = text.split("\n")
     prev = prefix.rstrip("\n").rsplit("\n", 1)[-1].strip() if not lines[0].strip() else ""
     kept: list[str] = []
@@ -153,3 +198,32 @@ def _trim_suffix_lines(text: str, suffix: str) -> str:
         if [ln.strip() for ln in lines[-n:]] == after[:n]:
             return "\n".join(lines[:-n])
     return text
+
+
+_WORD = re.compile(r"\w+|[^\w\s]")
+# A phrase of this many words or more repeated three times in a row is a loop; a shorter one
+# (one word, a word and its hyphen) needs four.
+LONG_PHRASE = 3
+
+
+def degenerate_phrase(text: str, window: int = 96) -> str | None:
+    """The phrase an answer keeps repeating at its end, or None (`Flask-Python-Python-Python-`,
+    `returns a new function that returns a new function that ...`)."""
+    words = _WORD.findall(text[-window * 8:])[-window:]
+    for size in range(1, 13):
+        times = 3 if size >= LONG_PHRASE else 4
+        if len(words) < size * times:
+            break
+        unit = words[-size:]
+        if all(words[-size * (k + 1):len(words) - size * k] == unit for k in range(1, times)):
+            return " ".join(unit)
+    return None
+
+
+_SENTENCE_END = re.compile(r"[.!?](?=\s|$)|\n\n")
+
+
+def to_sentence_end(text: str) -> str:
+    """Prose cut after its last complete sentence (an answer that ran out of tokens mid-way)."""
+    ends = [m.end() for m in _SENTENCE_END.finditer(text.rstrip())]
+    return text[: ends[-1]].rstrip() if ends else text.rstrip()

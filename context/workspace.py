@@ -142,6 +142,28 @@ class Workspace:
             cache.save(self.cache_dir, flt.root, [fi for fi in files if fi.path.startswith(prefix)])
         self._saved_generation = generation
 
+    def rescan(self) -> int:
+        """After lost watch events: reindex the files whose mtime or size differ from the index,
+        add new ones, drop vanished ones. Returns how many changed; unchanged files cost a stat."""
+        with self.index.lock:
+            known = {p: (fi.mtime_ns, fi.size) for p, fi in self.index.files.items()}
+        seen: set[str] = set()
+        changed = 0
+        for flt in self.filters:
+            for p in walk(flt):
+                path = str(p)
+                seen.add(path)
+                if path not in self.buffers and known.get(path) != _stamp(path):
+                    self.index_file(path)
+                    changed += 1
+        for path in known.keys() - seen:
+            if path not in self.buffers:
+                self.index.remove(path)
+                changed += 1
+        self._lines.clear()
+        self._windows.clear()
+        return changed
+
     def apply_batch(self, paths: set[str]) -> None:
         """Bring the index up to date with a batch of changed paths (files or directories)."""
         for path in sorted(paths):
@@ -165,8 +187,26 @@ class Workspace:
 
     # Buffers ---------------------------------------------------------------------------------
 
+    def oversized(self, text: str) -> bool:
+        """Whether a buffer is past `max_file_bytes`, the limit files on disk have too.
+
+        Open buffers had none: a 7.1 MB file grew the server by 436 MB (its tree-sitter tree and
+        copies of its text), a 50 MB one to 2 GB, and every reparse held the GIL (issue 12)."""
+        if len(text) > self.max_file_bytes:  # characters: a lower bound of the UTF-8 size
+            return True
+        return len(text) * 4 > self.max_file_bytes and \
+            len(text.encode("utf-8", "surrogatepass")) > self.max_file_bytes
+
     def set_buffer(self, path: str, text: str) -> tuple[FileIndex, ts.Tree | None]:
-        """Make an unsaved buffer override the disk, reparsing it."""
+        """Make an unsaved buffer override the disk, reparsing it; an oversized one is neither kept
+        nor parsed (the file on disk, if indexed, stays as it was)."""
+        if self.oversized(text):
+            with self._lock:
+                self.buffers.pop(path, None)
+                self.trees.pop(path, None)
+                self._lines.pop(path, None)
+                self._windows.pop(path, None)
+            return FileIndex(path=path, lang=language_of(path) or "", mtime_ns=-1, size=len(text)), None
         with self._lock:
             self.buffers[path] = text
             self._lines.pop(path, None)
@@ -249,6 +289,15 @@ class Workspace:
         if path not in self.buffers:
             self._windows.put(path, (lines, wins))
         return wins
+
+
+def _stamp(path: str) -> tuple[int, int] | None:
+    """(mtime_ns, size) as the index keeps them, or None when the file is gone."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_mtime_ns, st.st_size
 
 
 def is_private(filters: list[FileFilter], path: str) -> bool:

@@ -22,9 +22,10 @@ from codeflow.context.edits import EditPlan
 from codeflow.context.errors import ContextError, EditRejectedError
 from codeflow.lsp_server import convert, explain, instruct
 from codeflow.lsp_server.completion import Cancelled
+from codeflow.lsp_server.protocol import WORK_DONE_TOKEN
 from codeflow.lsp_server.server import CodeflowServer, fs_path, server
 from codeflow.quant.backend import CancelToken
-from codeflow.quant.errors import QuantError
+from codeflow.quant.errors import ModelNotFoundError, QuantError
 from codeflow.quant.fallback import LocalOnlyBackend
 
 RUN_ACTION = "codeflow.runAction"
@@ -61,28 +62,36 @@ def _model_key(ls: CodeflowServer) -> str:
 
 def _report(ls: CodeflowServer, exc: Exception, what: str = "") -> None:
     """A failed model call: tell the user once, log it always; the server keeps serving."""
+    if isinstance(exc, ModelNotFoundError) and "chat model" in ls.report.degraded:
+        # The missing chat model was told once already (and is in the status): not again per feature.
+        ls.report.log(f"{what}{exc}", types.MessageType.Warning)
+        return
     ls.report.show(f"{what}{exc}", key=type(exc).__name__ + what)
 
 
 # Progress --------------------------------------------------------------------------------------
 
 
-async def _begin(ls: CodeflowServer, title: str, cancel: CancelToken) -> str | None:
-    caps = ls.client_capabilities.window
-    if caps is None or not caps.work_done_progress:
-        return None
-    token = f"codeflow-{uuid.uuid4().hex[:8]}"
-    try:
-        await ls.work_done_progress.create_async(token)
-    except Exception as exc:  # a client that refuses progress still gets the result
-        ls.report.log(f"progress not available: {exc}")
-        return None
-    state(ls).cancels[token] = cancel
+async def _begin(ls: CodeflowServer, title: str, cancel: CancelToken) -> int | str | None:
+    """Begin progress on the client's `workDoneToken` when the command came with one (the client
+    listens on it, and LSP forbids creating it again), else on a token created here."""
+    token = WORK_DONE_TOKEN.get()
+    if token is None:
+        caps = ls.client_capabilities.window
+        if caps is None or not caps.work_done_progress:
+            return None
+        token = f"codeflow-{uuid.uuid4().hex[:8]}"
+        try:
+            await ls.work_done_progress.create_async(token)
+        except Exception as exc:  # a client that refuses progress still gets the result
+            ls.report.log(f"progress not available: {exc}")
+            return None
+    state(ls).cancels[str(token)] = cancel
     ls.work_done_progress.begin(token, types.WorkDoneProgressBegin(title=title, cancellable=True))
     return token
 
 
-def _reporter(ls: CodeflowServer, token: str | None, shown: Callable[[str], str]) -> Callable[[str], None]:
+def _reporter(ls: CodeflowServer, token: int | str | None, shown: Callable[[str], str]) -> Callable[[str], None]:
     """A thread-safe callback sending the partial text as `$/progress` reports, throttled."""
     loop = asyncio.get_running_loop()
     last = [0.0]
@@ -98,9 +107,9 @@ def _reporter(ls: CodeflowServer, token: str | None, shown: Callable[[str], str]
     return send
 
 
-def _end(ls: CodeflowServer, token: str | None, message: str) -> None:
+def _end(ls: CodeflowServer, token: int | str | None, message: str) -> None:
     if token is not None:
-        state(ls).cancels.pop(token, None)
+        state(ls).cancels.pop(str(token), None)
         ls.work_done_progress.end(token, types.WorkDoneProgressEnd(message=message or None))
 
 
@@ -223,7 +232,7 @@ async def _run(ls: CodeflowServer, raw: object, title: str) -> tuple[types.Works
     token = await _begin(ls, title, cancel)
     outcome = "cancelled"
     try:
-        plan = await asyncio.to_thread(_execute, ls, data, text, language, cancel, _reporter(
+        plan = await ls.in_model_thread(_execute, ls, data, text, language, cancel, _reporter(
             ls, token, lambda t: instruct.display_answer(t, f"```{language}\n")), local_only)
         outcome = "done"
     except asyncio.CancelledError:
@@ -328,15 +337,28 @@ async def hover(ls: CodeflowServer, params: types.HoverParams) -> types.Hover | 
     explainer = state(ls).explainer
     text, note = explainer.cached(facts), ""
     if text is None:
-        job = explainer.start(facts, settings.explain_max_tokens)
-        deadline = time.monotonic() + settings.wait_ms / 1000
-        while not job.done and time.monotonic() < deadline:
-            await asyncio.sleep(0.01)
-        text = job.text if job.done and job.error is None else None
-        note = "" if text else ("explanation unavailable: " + str(job.error) if job.error and
-                                not isinstance(job.error, Cancelled) else "explanation is being written…")
+        text, note = await _first_sentence(explainer.start(facts, settings.explain_max_tokens), settings.wait_ms)
     value = explain.markdown(facts, text, note)
     return types.Hover(contents=types.MarkupContent(kind=types.MarkupKind.Markdown, value=value), range=span)
+
+
+async def _first_sentence(job: explain.Job, wait_ms: int) -> tuple[str | None, str]:
+    """(text, note) for a hover: up to `wait_ms` for the whole explanation or its first sentence.
+
+    A hover is a snapshot that no client refreshes, so "being written" stayed forever (issue 13):
+    a short first sentence is worth the wait, and the rest streams through `codeflow.explainFunction`
+    into the editor's explanation view."""
+    deadline = time.monotonic() + wait_ms / 1000
+    while not job.done and explain.first_sentence(job.text) is None and time.monotonic() < deadline:
+        await asyncio.sleep(0.01)
+    if job.done and job.error is None:
+        return job.text, ""
+    if job.error is not None and not isinstance(job.error, Cancelled):
+        return None, f"explanation unavailable: {job.error}"
+    first = explain.first_sentence(job.text)
+    if first is not None:
+        return first, "the explanation goes on: Codeflow Explain shows all of it as it is written"
+    return None, "explanation is being written… Codeflow Explain shows it as it is written"
 
 
 async def _facts(ls: CodeflowServer, uri: str, position: types.Position) -> tuple[explain.Facts, types.Range] | None:
@@ -348,9 +370,8 @@ async def _facts(ls: CodeflowServer, uri: str, position: types.Position) -> tupl
         return None
     line_text = prefix[prefix.rfind("\n") + 1:] + suffix.split("\n", 1)[0]
     col = len(prefix) - prefix.rfind("\n") - 1
-    word = explain.word_at(line_text, col)
-    if word is None:
-        return None
+    # Off any word (a blank line in a body) the hover or explanation is of the enclosing function.
+    word = explain.word_at(line_text, col) or ("", col, col)
     language = convert.language_of(doc.path or uri, doc.language_id)
     # The explainer is shared by every document: a private one gets no AI explanation at all.
     if ls.is_private(doc.path or uri, "explain", local_ok=False) is None:

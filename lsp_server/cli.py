@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from codeflow.lsp_server import __version__
 
 # Each module defines `register(subparsers)`, which adds its parser and sets `func(args) -> int`.
-COMMANDS = ("serve", "doctor", "complete", "context", "plan", "quantize", "bench")
+COMMANDS = ("serve", "doctor", "complete", "context", "plan", "model", "quantize", "bench")
 
 
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:

@@ -14,6 +14,7 @@ from codeflow.quant.errors import QuantError
 
 LIBRARIES = (
     "pygls", "lsprotocol", "llama-cpp-python", "tree-sitter", "watchdog", "msgspec", "gguf", "httpx",
+    "huggingface-hub", "tomlkit",
     "tree-sitter-python", "tree-sitter-javascript", "tree-sitter-typescript", "tree-sitter-go",
     "tree-sitter-rust", "tree-sitter-java", "tree-sitter-c", "tree-sitter-cpp",
 )
@@ -80,6 +81,24 @@ def _hardware() -> list[Check]:
     return checks
 
 
+def _recommendation(settings: config.Settings) -> list[Check]:
+    """With the embedded default model in use, what this machine could run instead (issue 15)."""
+    if settings.model.path or settings.backend == "remote":
+        return []
+    from codeflow.quant.hardware import probe
+    from codeflow.quant.presets import load_presets
+    from codeflow.quant.recommend import recommend, summary
+
+    try:
+        rec = recommend(load_presets(), probe(), settings.model.n_ctx)
+    except QuantError as exc:
+        return [Check(name="recommendation", ok=False, detail=str(exc), fix="fix presets.toml")]
+    names = [p.preset for p in (rec.completion, rec.chat) if p]
+    fix = " && ".join(f"codeflow model pull {n} && codeflow model use {n}" for n in names)
+    # Advisory: the embedded model works, so this check never fails the doctor.
+    return [Check(name="recommendation", ok=True, detail=f"the embedded model is a demo; {summary(rec)}", fix=fix)]
+
+
 def _backend(settings: config.Settings) -> list[Check]:
     remote = settings.remote
     detail = f"{settings.backend}; remote {'at ' + remote.url if remote.url else 'not configured'}"
@@ -101,7 +120,7 @@ def run(args: argparse.Namespace) -> int:
     settings, errors = config.build(args.workspace.resolve())
     checks = [Check(name="codeflow", ok=True, detail=__version__)]
     checks += [Check(name="settings", ok=False, detail=str(e), fix="edit codeflow.toml") for e in errors]
-    checks += _backend(settings) + _models(settings) + _hardware() + _libraries()
+    checks += _backend(settings) + _models(settings) + _recommendation(settings) + _hardware() + _libraries()
     if args.json:
         print(msgspec.json.encode(checks).decode())
     else:

@@ -19,7 +19,7 @@ from typing import Protocol
 import msgspec
 
 from codeflow.context.pack import estimate_tokens
-from codeflow.context.postprocess import decide_multiline, postprocess
+from codeflow.context.postprocess import decide_multiline, postprocess, runaway_at
 from codeflow.context.prompt import BuiltPrompt, PromptFormat, build_prompt
 from codeflow.lsp_server.settings import Settings
 from codeflow.quant.backend import Backend, CancelToken, GenOptions, GenStats, ModelInfo, Prompt
@@ -64,6 +64,25 @@ class Stats(GenStats, kw_only=True):
     prompt_kind: str = ""
     cache_hits: int = 0
     prompt: str = ""
+    # Generation stopped because the text started repeating itself (issue 14).
+    runaway: bool = False
+
+
+class Totals(msgspec.Struct, kw_only=True):
+    """Cumulative counters since the server started (the `codeflow/stats` request's `totals`)."""
+
+    requests: int = 0
+    # Requests answered empty because a newer one for the same document arrived first.
+    superseded: int = 0
+    cache_hits: int = 0
+    generations_started: int = 0
+    generations_cancelled: int = 0
+    generations_finished: int = 0
+    # Jobs cancelled before they reached the model (a newer request came while they waited).
+    generations_skipped: int = 0
+    tokens_after_cancel: int = 0
+    in_flight: int = 0
+    in_flight_max: int = 0
 
 
 class ContextSource(Protocol):
@@ -201,14 +220,38 @@ class CompletionService:
         self.settings = settings
         self.context = context
         self._jobs: dict[str, _Job] = {}
+        # The newest request's token per document: a newer request sets the older one's.
+        self._tickets: dict[str, CancelToken] = {}
+        # Jobs whose thread has not ended, replaced in `_jobs` or not: a new job waits for them.
+        self._live: set[_Job] = set()
         self._lock = threading.Lock()
         self.last = Stats()
         self.previous = Stats()
+        self.totals = Totals()
+
+    def begin(self, key: str) -> CancelToken:
+        """The cancel token of a new request for document `key`; it supersedes the previous one.
+
+        Clients that never send `$/cancelRequest` (Neovim's plain client, many plugins) left every
+        keystroke's request running: 157 generations in flight for 200 keystrokes (issue 12).
+        """
+        token = CancelToken()
+        with self._lock:
+            old = self._tickets.get(key)
+            self._tickets[key] = token
+            self.totals.requests += 1
+        if old is not None and not old.cancelled:
+            old.cancel()
+            with self._lock:
+                self.totals.superseded += 1
+        return token
 
     def complete(self, req: CompletionRequest, cancel: CancelToken) -> Completion:
         """Blocking: the completion for `req`; raises Cancelled when `cancel` is set first."""
+        if cancel.cancelled:  # superseded while it waited for a thread: start nothing
+            raise Cancelled()
         hit = self._cached(req)
-        job = hit if hit else self._start(req)
+        job = hit if hit else self._start(req, cancel)
         typed = req.prefix[len(job.base):]
         multiline = decide_multiline(req.prefix, req.suffix, req.language, req.invoked)
 
@@ -221,19 +264,34 @@ class CompletionService:
         try:
             raw = job.wait(ready, cancel)
         except Cancelled:
-            job.cancel.cancel()
+            if not self._superseded(req.key, cancel):
+                job.cancel.cancel()  # the client gave up; a newer request may still read this job
             raise
         if job.error is not None and not raw:
             raise job.error
+        if job.error is not None:
+            # The backend failed after these pieces (a stream cut before [DONE], a malformed
+            # chunk, a crash): the text is incomplete and never shown (issue 12). The backend
+            # reported the failure already.
+            raw = ""
         ok, text = continuation(raw, typed)
-        text = postprocess(text, req.prefix, req.suffix, multiline=multiline, language=req.language) if ok else ""
+        text = postprocess(text, req.prefix, req.suffix, multiline=multiline, language=req.language,
+                               max_lines=self._max_lines(req)) if ok else ""
         if hit:
             job.stats.cache_hits += 1
+            with self._lock:
+                self.totals.cache_hits += 1
         return Completion(text=text, multiline=multiline, from_cache=hit is not None, prompt_kind=job.built.kind)
+
+    def _superseded(self, key: str, cancel: CancelToken) -> bool:
+        """Whether a newer request for `key` (see `begin`) replaced the one holding `cancel`."""
+        with self._lock:
+            newest = self._tickets.get(key)
+        return newest is not None and newest is not cancel
 
     def stream(self, req: CompletionRequest, cancel: CancelToken) -> Iterator[str]:
         """Blocking generator of the shown text as it grows, line by line (for the CLI)."""
-        job = self._start(req)
+        job = self._start(req, cancel)
         typed = req.prefix[len(job.base):]
         multiline = decide_multiline(req.prefix, req.suffix, req.language, req.invoked)
         shown, seen = "", -1
@@ -241,12 +299,15 @@ class CompletionService:
             while True:
                 whole = job.wait(lambda r: len(r) != seen, cancel)
                 seen = len(whole)
+                if job.done and job.error is not None:
+                    raise job.error  # its unfinished last line is incomplete: never shown (issue 12)
                 ok, raw = continuation(whole, typed)
                 if ok is False:
                     return
                 finished = job.done or (ok is True and self._enough(job, raw, req, multiline))
                 upto = raw if finished else raw[: raw.rfind("\n") + 1]
-                text = postprocess(upto, req.prefix, req.suffix, multiline=multiline, language=req.language)
+                text = postprocess(upto, req.prefix, req.suffix, multiline=multiline, language=req.language,
+                               max_lines=self._max_lines(req))
                 if text.startswith(shown) and len(text) > len(shown):
                     yield text[len(shown):]
                     shown = text
@@ -255,8 +316,13 @@ class CompletionService:
         finally:
             job.cancel.cancel()
 
+    def _max_lines(self, req: CompletionRequest) -> int:
+        """The most lines an as-you-type block shows (0: no limit, for an invoked request)."""
+        return 0 if req.invoked else self.settings.completion.max_lines_automatic
+
     def _enough(self, job: _Job, raw: str, req: CompletionRequest, multiline: bool) -> bool:
-        """Single line: once the line is complete. Block: once it leaves its scope, or at the cap."""
+        """Single line: once the line is complete. Block: once it leaves its scope, reaches its
+        line limit, or the token cap."""
         cfg = self.settings.completion
         if job.stats.tokens >= (cfg.max_tokens_invoked if multiline else cfg.max_tokens):
             return True
@@ -264,6 +330,8 @@ class CompletionService:
             return "\n" in raw
         if "\n" not in raw.lstrip("\n"):
             return False
+        if 0 < self._max_lines(req) < raw.lstrip("\n").count("\n"):
+            return True
         complete = raw[: raw.rfind("\n")]
         shown = postprocess(complete, req.prefix, req.suffix, multiline=True, language=req.language)
         return len(shown) < len(complete.rstrip())
@@ -276,6 +344,10 @@ class CompletionService:
             return None
         if not req.prefix.startswith(job.req.prefix):
             return None
+        if req.invoked and not job.multiline and decide_multiline(req.prefix, req.suffix, req.language, True):
+            # A manual trigger asks for a block; this job wrote one line on a small budget, and
+            # reusing it showed the same one-line item again (issue 13).
+            return None
         typed = req.prefix[len(job.base):]
         with job.cond:
             raw = job.raw
@@ -283,8 +355,9 @@ class CompletionService:
                 return job
         return None
 
-    def _start(self, req: CompletionRequest) -> _Job:
-        """Stop whatever runs (one model, one stream) and start a job for `req`."""
+    def _start(self, req: CompletionRequest, cancel: CancelToken) -> _Job:
+        """Stop whatever runs (one model, one stream) and start a job for `req`; it reaches the
+        model once the stopped jobs have ended, so at most one generation runs at a time."""
         self.stop_all()
         backend = self._backend()
         multiline = decide_multiline(req.prefix, req.suffix, req.language, req.invoked)
@@ -292,9 +365,18 @@ class CompletionService:
         job = _Job(req, base, built, multiline)
         opts = GenOptions(max_tokens=max_tokens, temperature=self.settings.completion.temperature, stop=built.stop)
         with self._lock:
+            if cancel.cancelled:  # superseded while its prompt was built
+                self.totals.generations_skipped += 1
+                raise Cancelled()
+            # Taken with the new job's entry, so concurrent requests queue up one behind another.
+            before = list(self._live)
             self._jobs[req.key] = job
+            self._live.add(job)
             self.previous, self.last = self.last, job.stats  # live: counts grow while it runs
-        thread = threading.Thread(target=self._run, args=(job, backend, opts), daemon=True, name="codeflow-gen")
+        for prior in before:
+            prior.cancel.cancel()
+        thread = threading.Thread(target=self._run, args=(job, backend, opts, before), daemon=True,
+                                  name="codeflow-gen")
         thread.start()
         return job
 
@@ -326,16 +408,25 @@ class CompletionService:
                 log.exception("context retrieval failed for %s; completing without it", req.path)
         return build_prompt(fmt, context=context, prefix=prefix, suffix=suffix, path=req.path, language=req.language)
 
-    def _run(self, job: _Job, backend: Backend, opts: GenOptions) -> None:
+    def _run(self, job: _Job, backend: Backend, opts: GenOptions, before: list[_Job]) -> None:
         started = time.perf_counter()
-        prompt = Prompt(text=job.built.text, kind=job.built.kind, key=job.req.key, local_only=job.req.local_only)
+        prompt = Prompt(text=job.built.text, kind=job.built.kind, key=job.req.key, local_only=job.req.local_only,
+                        lead=job.req.prefix[len(job.base):])
         error: Exception | None = None
+        if not self._await_turn(job, before):
+            job.stats.cancelled = True
+            self._end(job, None)
+            return
         try:
             for piece in backend.stream(prompt, opts, job.cancel):
                 if job.stats.tokens == 0:
                     job.stats.first_token_s = time.perf_counter() - started
                 job.stats.tokens += 1
                 job.append(piece)
+                if "\n" in piece and runaway_at(job.raw) is not None:
+                    # A completion that repeats itself only grows: stop the model, not just the display.
+                    job.stats.runaway = True
+                    break
         except Exception as exc:  # reported to the waiting request, and logged
             log.warning("generation failed: %s", exc)
             job.stats.error = str(exc)
@@ -343,13 +434,44 @@ class CompletionService:
         job.stats.total_s = time.perf_counter() - started
         job.stats.cancelled = job.cancel.cancelled
         job.stats.tokens_after_cancel = job.cancel.tokens_after_cancel
-        job.finish(error)
+        self._count_end(job)
+        self._end(job, error)
         log.debug("job %s: %d tokens, first after %.3fs", job.req.key, job.stats.tokens, job.stats.first_token_s)
+
+    def _await_turn(self, job: _Job, before: list[_Job]) -> bool:
+        """Wait for the stopped jobs to end (each stops within a token or a prompt batch), then
+        count the job as in flight; False when it was cancelled meanwhile (it never runs)."""
+        for prior in before:
+            with prior.cond:
+                while not prior.done and not job.cancel.cancelled:
+                    prior.cond.wait(timeout=0.02)
+        with self._lock:
+            if job.cancel.cancelled:
+                self.totals.generations_skipped += 1
+                return False
+            self.totals.generations_started += 1
+            self.totals.in_flight += 1
+            self.totals.in_flight_max = max(self.totals.in_flight_max, self.totals.in_flight)
+        return True
+
+    def _end(self, job: _Job, error: Exception | None) -> None:
+        job.finish(error)
+        with self._lock:
+            self._live.discard(job)
+
+    def _count_end(self, job: _Job) -> None:
+        with self._lock:
+            self.totals.in_flight -= 1
+            self.totals.tokens_after_cancel += job.cancel.tokens_after_cancel
+            if job.cancel.cancelled:
+                self.totals.generations_cancelled += 1
+            else:
+                self.totals.generations_finished += 1
 
     def stop_all(self) -> None:
         """Cancel every running job (their output so far stays cached)."""
         with self._lock:
-            jobs = list(self._jobs.values())
+            jobs = list(self._live)
         for job in jobs:
             if not job.done:
                 job.cancel.cancel()
@@ -358,7 +480,7 @@ class CompletionService:
         """Wait until no job runs (for tests, benchmarks and shutdown)."""
         deadline = time.monotonic() + timeout
         with self._lock:
-            jobs = list(self._jobs.values())
+            jobs = list(self._live)
         for job in jobs:
             with job.cond:
                 while not job.done:
@@ -372,5 +494,8 @@ class CompletionService:
         """Drop a closed document's job and cache."""
         with self._lock:
             job = self._jobs.pop(key, None)
+            ticket = self._tickets.pop(key, None)
+        if ticket is not None:
+            ticket.cancel()
         if job is not None:
             job.cancel.cancel()

@@ -20,9 +20,13 @@ import msgspec
 
 from codeflow.context import edits
 from codeflow.context.describe import enrich
+from codeflow.context.postprocess import to_sentence_end
 from codeflow.context.symbols import Usage
 from codeflow.lsp_server import instruct
+from codeflow.lsp_server.settings import Settings
 from codeflow.quant.backend import Backend, CancelToken, GenOptions
+from codeflow.quant.errors import ModelNotFoundError
+from codeflow.quant.models import resolve_chat_model
 
 log = logging.getLogger(__name__)
 CACHE_ENTRIES = 512
@@ -30,6 +34,11 @@ MAX_CALLERS_IN_PROMPT = 8
 MAX_FUNCTION_CHARS = 6000
 KINDS = ("function", "method", "class", "property")
 _WORD = re.compile(r"[A-Za-z_$][\w$]*")
+# A sentence ends at . ! or ? before white space: "e.g." or "x.y" inside one do not end it.
+_SENTENCE_END = re.compile(r"\S[.!?](?=\s)")
+# Explanations are prose: a mild repetition penalty keeps small models from looping (code
+# rewrites repeat tokens legitimately and keep 1.0).
+PROSE_REPEAT_PENALTY = 1.15
 SYSTEM = "You are an expert programmer who explains code to a colleague, briefly and precisely."
 ASK = ("Explain `{name}` in a few sentences: what it does, its inputs and outputs, and its side "
        "effects.{callers}\n\nFile: {path}\n```{language}\n{code}\n```")
@@ -49,6 +58,22 @@ class Facts(msgspec.Struct, kw_only=True, frozen=True):
     callers: tuple[Usage, ...] = ()
 
 
+CHAT_OFF = "explanations, hovers and code actions are off"
+
+
+def chat_model_problem(settings: Settings) -> str | None:
+    """Why explanations, hovers and code actions cannot run, when the chat model they need is
+    missing (a plain `pip install -e .` has no SmolLM2), else None; nothing is loaded here."""
+    m = settings.model
+    if m.chat_path.startswith("recorded:") or (settings.remote.url and settings.backend != "local"):
+        return None
+    try:
+        resolve_chat_model(m.chat_path)
+    except ModelNotFoundError as exc:
+        return f"{CHAT_OFF}: {exc}"
+    return None
+
+
 def word_at(line_text: str, col: int) -> tuple[str, int, int] | None:
     """The identifier under a column (code points) and its start and end columns."""
     for match in _WORD.finditer(line_text):
@@ -59,37 +84,49 @@ def word_at(line_text: str, col: int) -> tuple[str, int, int] | None:
 
 def describe(engine: object | None, path: Path, display: str, text: str, language: str, line: int,
              word: str) -> Facts | None:
-    """Facts about the function, method or class called `word` seen from `line`, or None."""
+    """Facts about what the cursor is on: the function, method or class called `word` (its
+    header, or a use the workspace defines), else the function around `line` (issue 13: inside a
+    body the user means the function they are in). None outside any function."""
     target = edits.enclosing_definition(language, text, line)
+    current = str(path.resolve())
     if target is not None and target.name == word and target.start_line <= line <= max(target.body_line,
                                                                                        target.start_line):
-        body = edits.line_span(text, target.start_line, target.end_line)
-        return _facts(engine, enrich(edits.grammar_name(language) or "", text.split("\n"), target),
-                      language, display, body)
-    if engine is None:
-        return None
-    found = _indexed(engine, str(path.resolve()), word)
-    if found is None:
-        return None
-    file, definition = found
-    lines = text.split("\n") if file == str(path.resolve()) else (engine.ws.lines_of(file) or [])
-    body = "\n".join(lines[definition.start_line:definition.end_line + 1])
-    language = engine.index.get(file).lang if engine.index.get(file) is not None else language
-    return _facts(engine, enrich(language, lines, definition), language, engine.ws.rel(file), body)
+        return _here(engine, current, text, language, display, target)
+    found = _indexed(engine, current, word) if engine is not None and word else None
+    if found is not None:
+        file, definition = found
+        lines = text.split("\n") if file == current else (engine.ws.lines_of(file) or [])
+        body = "\n".join(lines[definition.start_line:definition.end_line + 1])
+        language = engine.index.get(file).lang if engine.index.get(file) is not None else language
+        return _facts(engine, enrich(language, lines, definition), language, engine.ws.rel(file), body, file)
+    return _here(engine, current, text, language, display, target) if target is not None else None
+
+
+def _here(engine: object | None, current: str, text: str, language: str, display: str, target: object) -> Facts:
+    """Facts about a definition of the document itself."""
+    body = edits.line_span(text, target.start_line, target.end_line)
+    return _facts(engine, enrich(edits.grammar_name(language) or "", text.split("\n"), target),
+                  language, display, body, current)
 
 
 def _indexed(engine: object, current: str, word: str) -> tuple[str, object] | None:
-    with engine.index.lock:
-        found = [(fi.path, d) for fi, d in engine.index.named(word) if d.kind in KINDS]
-    found.sort(key=lambda pd: pd[0] != current)
+    """The workspace definition `word` refers to from the current file, through its imports."""
+    found = [(p, d) for p, d in engine.lookup(current, word) or () if d.kind in KINDS]
     return found[0] if found else None
 
 
-def _facts(engine: object | None, definition: object, language: str, display: str, body: str) -> Facts:
-    callers = tuple(engine.callers_of(definition.name)) if engine is not None else ()
+def _facts(engine: object | None, definition: object, language: str, display: str, body: str,
+           home: str | None = None) -> Facts:
+    callers = tuple(engine.callers_of(definition.name, home)) if engine is not None else ()
     return Facts(name=definition.name, kind=definition.kind, signature=definition.signature,
                  docstring=definition.docstring, language=language, path=display,
                  line=definition.start_line, text=body[:MAX_FUNCTION_CHARS], callers=callers)
+
+
+def first_sentence(text: str) -> str | None:
+    """The explanation's first whole sentence, once the model has written it, else None."""
+    match = _SENTENCE_END.search(text)
+    return text[:match.end()].strip() if match else None
 
 
 def markdown(facts: Facts, explanation: str | None, note: str = "") -> str:
@@ -103,8 +140,8 @@ def markdown(facts: Facts, explanation: str | None, note: str = "") -> str:
                  f"used in {uses}{more} place{'s' if uses != 1 else ''}")
     if explanation:
         parts.append(f"---\n**Explanation**\n\n{explanation.strip()}")
-    elif note:
-        parts.append(f"---\n_{note}_")
+    if note:
+        parts.append(f"_{note}_" if explanation else f"---\n_{note}_")
     return "\n\n".join(parts)
 
 
@@ -212,9 +249,13 @@ class Explainer:
             backend = self._backend()
             built = explain_prompt(backend, facts)
             instruct.room_left(backend, built, max_tokens, f"explaining `{facts.name}`")
-            opts = GenOptions(max_tokens=max_tokens, temperature=0.0, stop=built.stop)
+            opts = GenOptions(max_tokens=max_tokens, temperature=0.0, stop=built.stop,
+                              repeat_penalty=PROSE_REPEAT_PENALTY)
             job.stats.model = backend.info.name
-            text = instruct.generate(backend, built, opts, job.cancel, job.update, job.stats, key="explain")
+            text = instruct.generate(backend, built, opts, job.cancel, job.update, job.stats, key="explain",
+                                     prose=True)
+            if job.stats.tokens >= max_tokens:  # ran out mid-sentence: end at the last full one
+                text = to_sentence_end(text)
             self._store(job.key, text.strip())
             job.update(text.strip())
         except instruct.Cancelled as exc:

@@ -19,10 +19,11 @@ import msgspec
 from codeflow.context import edits
 from codeflow.context.edits import EditPlan
 from codeflow.context.errors import EditRejectedError, PositionError
+from codeflow.context.postprocess import degenerate_phrase
 from codeflow.context.prompt import BuiltPrompt, render_chat
 from codeflow.lsp_server.completion import Cancelled, prompt_format
 from codeflow.quant.backend import Backend, CancelToken, ChatMessage, GenOptions, GenStats, Prompt
-from codeflow.quant.errors import EmptyPromptError, ModelNotFoundError, PromptTooLongError
+from codeflow.quant.errors import DegenerateAnswerError, EmptyPromptError, ModelNotFoundError, PromptTooLongError
 
 log = logging.getLogger(__name__)
 MAX_DIAGNOSTICS = 5
@@ -279,19 +280,30 @@ def chat_info(backend: Backend):  # noqa: ANN201 - ModelInfo
 
 
 def generate(backend: Backend, built: BuiltPrompt, opts: GenOptions, cancel: CancelToken,
-             on_text: Callable[[str], None], stats: Stats, key: str = "") -> str:
-    """Stream an answer, calling `on_text` with the text so far; raises Cancelled when cancelled."""
+             on_text: Callable[[str], None], stats: Stats, key: str = "", prose: bool = False) -> str:
+    """Stream an answer, calling `on_text` with the text so far; raises Cancelled when cancelled.
+
+    Prose (an explanation) that starts looping is stopped and raised as DegenerateAnswerError:
+    a 135M model wrote "Flask-Flask-Python-Python-..." until its token limit (issue 14).
+    """
     started = time.perf_counter()
     stats.prompt_chars = len(built.text)
     text = ""
+    pieces = backend.stream(backend_prompt(built, key), opts, cancel)
     try:
-        for piece in backend.stream(backend_prompt(built, key), opts, cancel):
+        for piece in pieces:
             if stats.tokens == 0:
                 stats.first_token_s = time.perf_counter() - started
             stats.tokens += 1
             text += piece
+            loop = degenerate_phrase(text) if prose and piece.strip() else None
+            if loop is not None:
+                raise DegenerateAnswerError(
+                    f"the chat model's answer degenerated (it kept repeating \"{loop}\"); a larger chat "
+                    "model would help: set model.chatPath (`codeflow model list` shows what fits)")
             on_text(text)
     finally:
+        pieces.close()  # stops the model at once, also when the answer was refused
         stats.total_s = time.perf_counter() - started
         stats.cancelled = cancel.cancelled
         stats.tokens_after_cancel = cancel.tokens_after_cancel

@@ -86,6 +86,12 @@ class Reporter:
                 self.log(f"{feature} works again", types.MessageType.Info)
                 self.status()
             return
+        told = feature in self.degraded
         self.degraded[feature] = message
-        self.show(message, types.MessageType.Warning, key=f"problem:{feature}:{message}")
+        if told:
+            # One message per feature that stops working: a missing chat model then failing each
+            # hover, explanation and action is one problem, not a stack of errors (issue 13).
+            self.log(message, types.MessageType.Warning)
+        else:
+            self.show(message, types.MessageType.Warning, key=f"problem:{feature}:{message}")
         self.status()

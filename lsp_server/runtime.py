@@ -19,6 +19,8 @@ from codeflow.quant.fallback import FallbackBackend, Status
 from codeflow.quant.models import resolve_chat_model, resolve_model
 
 log = logging.getLogger(__name__)
+# Threads that wait on models (completions, model loads); more requests queue for them.
+MODEL_THREADS = 8
 
 
 class EngineContext:
@@ -71,7 +73,11 @@ class Runtime:
         self.engine: object | None = None
         self._closed = False
         self._buffer_failed = False
+        self._too_large: set[str] = set()  # open buffers past maxFileBytes, told once each
         self._buffers = ThreadPoolExecutor(max_workers=1, thread_name_prefix="codeflow-buffers")
+        # Model calls wait on their own threads: blocked ones (a hung endpoint) never take the
+        # default executor's threads that file reads and showContext use (issue 12).
+        self.model_calls = ThreadPoolExecutor(max_workers=MODEL_THREADS, thread_name_prefix="codeflow-model")
         self.completion = CompletionService(self.backend, settings)
 
     def backend(self) -> Backend:
@@ -98,10 +104,23 @@ class Runtime:
     def _make_backend(self, chat: bool) -> FallbackBackend:
         s = self.settings
         remote = self._remote_factory(chat) if s.remote.url and s.backend != "local" else None
+        # `codeflow/status` describes the completion model and changes that last: not a
+        # generating/ready pair per keystroke (issue 13, bug 6), and not the chat model's load,
+        # which made the status bar name the chat model (bug 7); chat problems are degradations.
+        on_status = self._on_chat_status if chat else self._on_status
         if s.backend == "remote":
             # Remote is the plan, not a fallback: its status and errors name it as such.
-            return FallbackBackend(remote, None, self._on_status, primary_kind="remote")
-        return FallbackBackend(self._local_factory(chat), remote, self._on_status, primary_kind="local")
+            return FallbackBackend(remote, None, on_status, primary_kind="remote", report_generating=False)
+        return FallbackBackend(self._local_factory(chat), remote, on_status, primary_kind="local",
+                               report_generating=False)
+
+    def _on_chat_status(self, status: Status) -> None:
+        """The chat backend's state: a problem while it is broken or replaced, cleared when ready."""
+        log.info("chat model: %s %s", status.state, status.message)
+        if status.state in ("error", "fallback"):
+            self.on_problem("chat model", status.message)
+        elif status.state == "ready":
+            self.on_problem("chat model", None)
 
     def _local_factory(self, chat: bool) -> Callable[[], Backend]:
         m = self.settings.model
@@ -127,7 +146,8 @@ class Runtime:
             # A llama.cpp abort or an OOM kill takes the worker down, never the server.
             from codeflow.quant.worker import WorkerBackend
 
-            return WorkerBackend(str(path), **options)
+            return WorkerBackend(str(path), first_token_timeout_s=m.first_token_timeout_s,
+                                 stall_timeout_s=m.stall_timeout_s, **options)
 
         return make
 
@@ -163,12 +183,20 @@ class Runtime:
         self.completion.settings = settings
         if (old.model, old.remote, old.backend) != (settings.model, settings.remote, settings.backend):
             self.completion.stop_all()
-            self.completion.wait_idle(timeout=5.0)
             with self._lock:
                 stale = [b for b in (self._backend, self._chat) if b is not None]
                 self._backend = self._chat = None
-            for backend in stale:
-                backend.close()
+            if stale:
+                # Waiting for the stopped jobs and closing the old models can take seconds (a hung
+                # endpoint, a stopped worker), and this runs on the event loop: never there
+                # (issue 12: a settings change during a hang held the loop 5 s).
+                threading.Thread(target=self._retire, args=(stale,), name="codeflow-retire", daemon=True).start()
+
+    def _retire(self, stale: list[FallbackBackend]) -> None:
+        """Close replaced backends once the jobs stopped on them have ended (or after 5 s)."""
+        self.completion.wait_idle(timeout=5.0)
+        for backend in stale:
+            backend.close()
 
     def start_context(
         self, roots: list[Path], progress: Callable[[int, int], None] | None = None, watch: bool = True
@@ -220,9 +248,23 @@ class Runtime:
             self._buffers.submit(run)
 
     def set_buffer(self, path: Path, text: str) -> None:
-        """An open, unsaved buffer: it overrides the file on disk for context (reparsed off the loop)."""
+        """An open, unsaved buffer: it overrides the file on disk for context (reparsed off the loop).
+        One past `context.maxFileBytes` is not kept or parsed, and the user is told once."""
         if self.engine is not None:
-            self._buffer_job(lambda: self.engine.set_buffer(path, text))
+            self._buffer_job(lambda: self._tell_size(path, self.engine.set_buffer(path, text)))
+
+    def _tell_size(self, path: Path, kept: bool) -> None:
+        feature = f"large file {path.name}"
+        if kept:
+            if feature in self._too_large:  # shrunk or closed: its context is back
+                self._too_large.discard(feature)
+                self.on_problem(feature, None)
+            return
+        if feature not in self._too_large:
+            self._too_large.add(feature)
+            self.on_problem(feature, f"{path.name} is larger than context.maxFileBytes "
+                                     f"({self.settings.context.max_file_bytes} bytes): its open buffer is not "
+                                     "parsed or used for context (raise the limit to include it)")
 
     def record_edit(self, path: Path, line: int, text: str) -> None:
         """Remember a recent edit (0-based line) for the context ranking."""
@@ -233,7 +275,7 @@ class Runtime:
         """A closed document: back to the disk version, and its completion cache goes."""
         self.completion.forget(key)
         if self.engine is not None:
-            self._buffer_job(lambda: self.engine.drop_buffer(path))
+            self._buffer_job(lambda: (self.engine.drop_buffer(path), self._tell_size(path, True)))
 
     def pack_context(self, path: Path, text: str, line: int, col: int, budget: int | None = None) -> dict:
         """The packed context for a cursor, in the `codeflow context --json` shape."""
@@ -251,6 +293,7 @@ class Runtime:
             return
         self._closed = True
         self._buffers.shutdown(wait=False, cancel_futures=True)
+        self.model_calls.shutdown(wait=False, cancel_futures=True)
         self.completion.stop_all()
         self.completion.wait_idle(timeout=2.0)
         if self.engine is not None:

@@ -9,7 +9,7 @@ import threading
 import uuid
 from collections.abc import Callable
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, TypeVar
 from urllib.parse import unquote
 
 import msgspec
@@ -25,14 +25,15 @@ from codeflow.context.walk import FileFilter
 from codeflow.context.workspace import private_to
 from codeflow.lsp_server import __version__, convert
 from codeflow.lsp_server.completion import Cancelled, Completion, CompletionRequest
+from codeflow.lsp_server.explain import CHAT_OFF, chat_model_problem
 from codeflow.lsp_server.protocol import CodeflowProtocol, ProtocolError, serve_stdio
 from codeflow.lsp_server.report import Reporter
 from codeflow.lsp_server.runtime import Runtime
 from codeflow.lsp_server.settings import Settings, apply_layer, build
-from codeflow.quant.backend import CancelToken
 from codeflow.quant.errors import QuantError
 
 log = logging.getLogger("codeflow")
+T = TypeVar("T")
 SHOW_CONTEXT = "codeflow.showContext"
 STATS_METHOD = "codeflow/stats"
 # Larger documents are not completed: a prompt window is cut from them, but splitting and
@@ -79,13 +80,22 @@ class CodeflowServer(LanguageServer):
             kind = types.MessageType.Error if state == "error" else types.MessageType.Warning
             self.report.show(getattr(status, "message", ""), kind, key=f"status:{status}")
 
-    def apply_settings(self, raw: object, source: str) -> None:
-        """One settings layer from the client; bad keys are named and keep their old value."""
+    def apply_settings(self, raw: object, source: str, level_before: str | None = None) -> None:
+        """One settings layer from the client; bad keys are named and keep their old value.
+
+        The log level changes only when a layer changes `logLevel` (`level_before`: the level the
+        comparison starts from): the default must not override `serve --log-level` (issue 12)."""
+        level_before = level_before or self.runtime.settings.log_level
         settings, errors = apply_layer(self.runtime.settings, raw)
         for error in errors:
             self.report.show(f"{error} (from {source}); keeping the previous value", key=str(error))
         self.runtime.apply(settings)
-        logging.getLogger("codeflow").setLevel(settings.log_level.upper())
+        # Told once, and kept in `codeflow/status` for the editors' status and health checks.
+        missing = chat_model_problem(settings)
+        if missing is not None or self.report.degraded.get("chat model", "").startswith(CHAT_OFF):
+            self.report.problem("chat model", missing)
+        if settings.log_level != level_before:
+            logging.getLogger("codeflow").setLevel(settings.log_level.upper())
 
     async def ensure_loaded(self) -> None:
         """Load the completion model off the loop, with a "Loading model" progress."""
@@ -97,9 +107,13 @@ class CodeflowServer(LanguageServer):
                 return
             token = await self._progress_begin("Loading model")
             try:
-                await asyncio.to_thread(self.runtime.load)
+                await self.in_model_thread(self.runtime.load)
             finally:
                 self._progress_end(token)
+
+    async def in_model_thread(self, call: Callable[..., T], *args: object) -> T:
+        """`call(*args)` on the runtime's model threads, never the default executor (issue 12)."""
+        return await asyncio.get_running_loop().run_in_executor(self.runtime.model_calls, call, *args)
 
     async def _progress_begin(self, title: str) -> str | None:
         caps = self.client_capabilities.window
@@ -225,7 +239,9 @@ class CodeflowServer(LanguageServer):
         return await asyncio.to_thread(self.runtime.pack_context, fs_path(target.uri), prefix + suffix, line, col)
 
     async def complete(self, uri: str, position: types.Position, invoked: bool) -> Completion | None:
-        """Run the pipeline off the loop; a cancelled request stops its generation."""
+        """Run the pipeline off the loop; a cancelled request stops its generation, and a newer
+        request for the same document supersedes it (answered empty at once)."""
+        cancel = self.runtime.completion.begin(uri)
         try:
             req = self.request_at(uri, (await self.read(uri))[0], position, invoked)
         except ContextError as exc:
@@ -234,9 +250,10 @@ class CodeflowServer(LanguageServer):
         if req is None:
             return None
         await self.ensure_loaded()
-        cancel = CancelToken()
+        if cancel.cancelled:
+            return None
         try:
-            return await asyncio.to_thread(self.runtime.completion.complete, req, cancel)
+            return await self.in_model_thread(self.runtime.completion.complete, req, cancel)
         except asyncio.CancelledError:
             cancel.cancel()
             raise
@@ -266,7 +283,8 @@ def initialize(ls: CodeflowServer, params: types.InitializeParams) -> None:
     ls.runtime.workspace = ls.roots[0] if ls.roots else None
     for error in errors:
         ls.report.show(str(error), key=str(error))
-    ls.apply_settings(params.initialization_options, "initializationOptions")
+    # Compared with the default, so that a level from codeflow.toml applies as well.
+    ls.apply_settings(params.initialization_options, "initializationOptions", Settings().log_level)
 
 
 @server.feature(types.INITIALIZED)
@@ -323,8 +341,13 @@ async def inline_completion(
 
 @server.feature(types.TEXT_DOCUMENT_COMPLETION, types.CompletionOptions(trigger_characters=[".", "(", " "]))
 async def completion(ls: CodeflowServer, params: types.CompletionParams) -> types.CompletionList:
-    """The same completion as an item, for clients without inline completion."""
+    """The same completion as an item, for clients without inline completion, or when asked."""
     invoked = params.context is None or params.context.trigger_kind == types.CompletionTriggerKind.Invoked
+    caps = ls.client_capabilities.text_document
+    if not invoked and caps is not None and caps.inline_completion is not None:
+        # The ghost text already answers this keystroke; a second generation here would halve
+        # its CPU and show nothing new (issue 13, bug 5). Ctrl+Space still asks for one.
+        return types.CompletionList(is_incomplete=False, items=[])
     result = await ls.complete(params.text_document.uri, params.position, invoked)
     if result is None:
         return types.CompletionList(is_incomplete=True, items=[])
@@ -346,9 +369,12 @@ async def show_context(ls: CodeflowServer, *args: object) -> dict:
 
 @server.feature(STATS_METHOD)
 def stats(ls: CodeflowServer, params: object) -> dict:
-    """Diagnostics of the last completion job (timings, tokens, cancellation)."""
+    """Diagnostics of the last completion job (timings, tokens, cancellation), and cumulative
+    counters since the start (`totals`: requests, generations, in-flight maximum)."""
     service = ls.runtime.completion
-    return {**msgspec.to_builtins(service.last), "previous": msgspec.to_builtins(service.previous)}
+    totals = {**msgspec.to_builtins(service.totals), "pending_handlers": ls.protocol.pending()}
+    return {**msgspec.to_builtins(service.last), "previous": msgspec.to_builtins(service.previous),
+            "totals": totals}
 
 
 @server.feature(types.SHUTDOWN)

@@ -35,6 +35,11 @@ class ModelSettings(_Base):
     kv_type: Literal["f16", "q8_0", "q4_0"] = "f16"
     # Run llama.cpp inside the server process instead of a worker process (debugging only).
     in_process: bool = False
+    # Watchdogs on the worker process: one that sends no first token (prompt evaluation
+    # included) or no next token within these is killed and replaced, and the user is told
+    # (issue 12: a stopped worker hung requests for 90 s+).
+    first_token_timeout_s: float = 60.0
+    stall_timeout_s: float = 15.0
 
 
 class CompletionSettings(_Base):
@@ -50,6 +55,8 @@ class CompletionSettings(_Base):
     disabled_languages: tuple[str, ...] = ()
     # How many recent documents keep a saved llama.cpp state so a switch stays warm.
     warm_documents: int = 4
+    # The most lines an as-you-type (automatic) block shows; invoked requests are not limited.
+    max_lines_automatic: int = 8
 
 
 class ContextSettings(_Base):
@@ -75,6 +82,11 @@ class RemoteSettings(_Base):
     api_key_env: str = ""
     connect_timeout_s: float = 5.0
     read_timeout_s: float = 30.0
+    # One overall limit per request, retries and back-off included (issue 12): a hung endpoint
+    # cost 91 s (30 s read timeout x 3 tries) without it.
+    completion_deadline_s: float = 10.0
+    # Code actions and explanations write longer answers.
+    action_deadline_s: float = 60.0
     retries: int = 2
     verify_tls: bool = True
     # The remote model's FIM markers as text; empty means plain prefix completion.

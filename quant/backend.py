@@ -68,6 +68,9 @@ class Prompt(msgspec.Struct, kw_only=True, frozen=True):
     key: str = ""
     add_bos: bool = True
     messages: tuple[ChatMessage, ...] = ()
+    # The answer must begin with this text: the half-typed word the prompt stopped before (token
+    # healing). A backend that can constrain sampling does; the caller checks the answer anyway.
+    lead: str = ""
     # From a private document (secret or ignored file, or outside every root): never sent to a
     # remote endpoint, whatever the fallback policy says (issue 11, section 3).
     local_only: bool = False
@@ -81,6 +84,8 @@ class GenOptions(msgspec.Struct, kw_only=True, frozen=True):
     top_p: float = 0.95
     stop: tuple[str, ...] = ()
     seed: int = 0
+    # llama.cpp's multiplicative penalty on recent tokens; 1.0 is off.
+    repeat_penalty: float = 1.0
 
 
 class GenStats(msgspec.Struct, kw_only=True):

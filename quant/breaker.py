@@ -77,6 +77,12 @@ class CircuitBreaker:
                 self._opened_at = self._clock()
             self._trial_running = False
 
+    def release(self) -> None:
+        """Record a call that ended with no verdict (cancelled before any answer): nothing
+        changes, except that a half-open trial slot is free again (issue 12)."""
+        with self._lock:
+            self._trial_running = False
+
     @property
     def consecutive_failures(self) -> int:
         """Failures since the last success."""

@@ -70,3 +70,7 @@ class PresetError(QuantError):
 
 class HubError(QuantError):
     """Downloading a model from the hub failed: offline, not found, or a checksum mismatch."""
+
+
+class DegenerateAnswerError(QuantError):
+    """The model's answer turned into a loop; it was stopped and is not shown as an answer."""

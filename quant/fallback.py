@@ -6,7 +6,8 @@
 - A side that failed to load, or crashed `max_crashes` times in a row, is not tried again.
 - Once switched, it stays on the new side while that works: no flapping.
 Every change is reported through `on_status` (identical reports are sent once), and each switch
-once more through `on_switch`, for a `window/showMessage`.
+once more through `on_switch`, for a `window/showMessage`. A failure after part of an answer was
+yielded is raised as well, once reported: that part is incomplete and must not be used.
 """
 
 from __future__ import annotations
@@ -170,7 +171,8 @@ class FallbackBackend:
         _call(self._on_status, status)
 
     def stream(self, prompt: Prompt, opts: GenOptions, cancel: CancelToken) -> Iterator[str]:
-        """Yield pieces from the active side; on failure switch as the policy says, never raise."""
+        """Yield pieces from the active side; on failure switch as the policy says. A failure
+        before the first piece is never raised; one after it is, once reported."""
         tried: set[str] = set()
         while not cancel.cancelled:
             side = self._pick(tried)
@@ -192,7 +194,11 @@ class FallbackBackend:
                 old_info = backend.info
                 target = self._failed(side, exc)
                 tried.add(side.kind)
-                if target is None or sent or not _same_format(prompt, old_info, target):
+                if sent:
+                    # Part of an answer is out, and it is incomplete: the caller must discard it,
+                    # so it hears of the failure (issue 12: a cut stream was shown as a completion).
+                    raise
+                if target is None or not _same_format(prompt, old_info, target):
                     return
                 continue
             finally:

@@ -7,7 +7,7 @@ import ctypes
 import logging
 import threading
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +17,10 @@ from codeflow.quant.errors import ModelLoadError, ModelNotFoundError
 log = logging.getLogger(__name__)
 
 KV_TYPES = {"f16": 1, "q8_0": 8, "q4_0": 2}  # ggml_type ids
+# Prompt tokens evaluated between two cancel checks. llama.cpp evaluates a whole prompt (up to
+# n_batch = 512 tokens per call) without looking back, so a cancelled request used to finish its
+# prompt first: seconds on a CPU (issue 12). Small enough to stop fast, large enough to batch.
+PREFILL_BATCH = 64
 
 
 class _SeqState:
@@ -60,6 +64,7 @@ class LocalBackend:
         self._info = _model_info(self._llm, self._path, n_gpu_layers)
         self.tokens_generated = 0
         self.restores = 0
+        self._tokens: tuple[list[bytes], object] | None = None
 
     @property
     def info(self) -> ModelInfo:
@@ -84,16 +89,58 @@ class LocalBackend:
         with self._lock:
             tokens = self._fit(self.tokenize(prompt.text, add_bos=prompt.add_bos), opts.max_tokens)
             self._switch_to(prompt.key, tokens)
+            if not self._prefill(tokens, cancel):
+                return
             self._llm.set_seed(opts.seed)
             # generate() yields every token, unlike create_completion(stream=True), which holds
             # tokens back while their bytes are not valid UTF-8 and then cannot be cancelled.
             steps = self._llm.generate(
-                tokens, temp=opts.temperature, top_p=opts.top_p, top_k=40, min_p=0.05, repeat_penalty=1.0
+                tokens, temp=opts.temperature, top_p=opts.top_p, top_k=40, min_p=0.05,
+                repeat_penalty=opts.repeat_penalty, logits_processor=self._lead(prompt.lead, len(tokens)),
             )
             try:
                 yield from self._decode(steps, opts, cancel)
             finally:
                 steps.close()
+
+    def _lead(self, lead: str, prompt_tokens: int):  # noqa: ANN202 - LogitsProcessorList | None
+        """A constraint that makes the answer start with `lead` (the half-typed word token healing
+        held back), or None without one."""
+        if not lead:
+            return None
+        from llama_cpp import LogitsProcessorList
+
+        from codeflow.quant.constrain import LeadConstraint, TokenTable
+
+        if self._tokens is None:  # once per model: every token's bytes (Gemma: 262k, ~0.5 s)
+            pieces = [self._llm.detokenize([t]) for t in range(self._llm.n_vocab())]
+            self._tokens = (pieces, TokenTable(pieces))
+        pieces, table = self._tokens
+
+        def generated(ids: Sequence[int]) -> bytes:
+            return b"".join(pieces[t] for t in ids[prompt_tokens:])
+
+        return LogitsProcessorList([LeadConstraint(table, lead, generated)])
+
+    def _prefill(self, tokens: list[int], cancel: CancelToken) -> bool:
+        """Evaluate the prompt, but its last token, in batches of PREFILL_BATCH, reusing what the KV
+        cache already holds; False when `cancel` was set between two batches.
+
+        `generate` then finds all but the last token cached and evaluates only that one, which
+        also refreshes the logits after a restored state.
+        """
+        llm = self._llm
+        end = len(tokens) - 1
+        keep = min(_common_prefix(list(llm.input_ids[: llm.n_tokens]), tokens), end)
+        if keep < llm.n_tokens and not llm._ctx.kv_cache_seq_rm(-1, keep, -1):
+            llm.reset()  # this model cannot drop a KV suffix: evaluate from the start
+            keep = 0
+        llm.n_tokens = keep
+        for start in range(keep, end, PREFILL_BATCH):
+            if cancel.cancelled:
+                return False
+            llm.eval(tokens[start: min(start + PREFILL_BATCH, end)])
+        return not cancel.cancelled
 
     def _fit(self, tokens: list[int], max_tokens: int) -> list[int]:
         """Keep the prompt inside the context; drop its oldest tokens (after BOS) if it must."""

@@ -8,11 +8,12 @@ model's chat template, so callers must not render it themselves.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any, Protocol
 
 import httpx
@@ -21,6 +22,7 @@ import msgspec
 from .backend import CancelToken, ChatMessage, FimTokens, GenOptions, ModelInfo, Prompt
 from .breaker import CircuitBreaker
 from .errors import EmptyPromptError, RemoteError, RemoteTimeoutError
+from .http_guard import GuardedTransport, RequestGuard, guarding
 from .redact import redact, register_secret
 from .secrets import SCRUBBER, looks_like_key, scrub_body, warm_up
 from . import openai_wire as wire
@@ -32,6 +34,13 @@ log = logging.getLogger(__name__)
 SERVER_CHAT_TEMPLATE = "{# applied by the remote server #}"
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _RETRY_STATUS = frozenset({429, 500, 502, 503, 504})
+# Client-side bounds on one answer (issue 12: a flood read 105,116 chunks in 8 s). Servers send a
+# few chunks beyond the tokens (role, finish, usage) and each chunk carries ids and the model
+# name, so both bounds are generous multiples of max_tokens.
+_CHUNKS_PER_TOKEN = 4
+_SPARE_CHUNKS = 64
+_BYTES_PER_TOKEN = 2048
+_SPARE_BYTES = 64 * 1024
 
 
 class RemoteConfig(Protocol):
@@ -43,11 +52,23 @@ class RemoteConfig(Protocol):
     api_key_env: str
     connect_timeout_s: float
     read_timeout_s: float
+    completion_deadline_s: float
+    action_deadline_s: float
     retries: int
     verify_tls: bool
     fim_prefix: str
     fim_suffix: str
     fim_middle: str
+
+
+class _Tally:
+    """What one request's attempts came to, for the circuit breaker."""
+
+    def __init__(self) -> None:
+        self.pieces = 0
+        self.failed_attempts = 0
+        self.finished = False
+        self.failed = False
 
 
 class _Retryable(Exception):
@@ -102,6 +123,8 @@ class RemoteBackend:
         self._settings = settings
         self._chat = chat
         self._backoff_s = backoff_s
+        # One overall limit per request, whatever the retries (issue 12).
+        self.deadline_s = settings.action_deadline_s if chat else settings.completion_deadline_s
         self.breaker = breaker or CircuitBreaker()
         key = read_api_key(settings.api_key_env, env)
         warm_up()  # the secret scanner loads with the backend, not on the first keystroke
@@ -114,8 +137,8 @@ class RemoteBackend:
             base_url=self.root,
             headers=headers,
             timeout=timeout,
-            verify=settings.verify_tls,
-            transport=transport,
+            # Its waits end on a cancel or at the deadline, in every state (quant/http_guard.py).
+            transport=transport or GuardedTransport(verify=settings.verify_tls),
         )
         self._tokenize_route: str | None = ""
         try:
@@ -144,7 +167,8 @@ class RemoteBackend:
         wanted = self._wanted_model()
         url = f"{self.root}/v1/models"
         try:
-            response = self._client.get("/v1/models")
+            with self._guard(CancelToken()):
+                response = self._client.get("/v1/models")
         except httpx.TransportError as exc:
             log.warning("cannot reach %s (%s); using the configured model name", url, exc)
             return self._make_info(wanted or "remote", None, n_ctx)
@@ -184,7 +208,7 @@ class RemoteBackend:
         if not prompt.text.strip():
             raise EmptyPromptError(f"refusing to send an empty prompt to {self.root}")
         body = {"prompt": prompt.text, **self._sampling(opts)}
-        yield from self._stream("/v1/completions", body, wire.completion_piece, cancel)
+        yield from self._stream("/v1/completions", body, wire.completion_piece, cancel, opts.max_tokens)
 
     def stream_chat(
         self, messages: Sequence[ChatMessage], opts: GenOptions, cancel: CancelToken
@@ -193,7 +217,7 @@ class RemoteBackend:
         if not any(m.content.strip() for m in messages if m.role == "user"):
             raise EmptyPromptError(f"refusing to send a chat request with no user text to {self.root}")
         body = {"messages": [msgspec.to_builtins(m) for m in messages], **self._sampling(opts)}
-        yield from self._stream("/v1/chat/completions", body, wire.chat_piece, cancel)
+        yield from self._stream("/v1/chat/completions", body, wire.chat_piece, cancel, opts.max_tokens)
 
     def _sampling(self, opts: GenOptions) -> dict[str, Any]:
         body: dict[str, Any] = {
@@ -207,7 +231,14 @@ class RemoteBackend:
             body["model"] = self._info.name
         if opts.stop:
             body["stop"] = list(opts.stop)
+        if opts.repeat_penalty > 1.0:
+            # The OpenAI API has no multiplicative penalty; its additive one is the portable kin.
+            body["frequency_penalty"] = round(opts.repeat_penalty - 1.0, 3)
         return body
+
+    def _guard(self, cancel: CancelToken) -> contextlib.AbstractContextManager[None]:
+        """This thread's HTTP waits end on `cancel` or at the request deadline."""
+        return guarding(RequestGuard(cancel, time.monotonic() + self.deadline_s))
 
     def _stream(
         self,
@@ -215,81 +246,134 @@ class RemoteBackend:
         body: dict[str, Any],
         piece_of: Callable[[dict[str, Any]], str],
         cancel: CancelToken,
+        max_tokens: int,
     ) -> Iterator[str]:
-        """Guard one streamed request with the circuit breaker."""
+        """Guard one streamed request with the circuit breaker and the request deadline."""
         if not self.breaker.allow():
             raise RemoteError(
                 # No countdown in the text: an unchanged message is reported to the editor once.
                 f"{self.root} is failing ({self.breaker.consecutive_failures} failures in a row);"
                 f" calls paused for {self.breaker.cooldown_s:.0f}s"
             )
-        failed = True
+        guard = RequestGuard(cancel, time.monotonic() + self.deadline_s)
+        tally = _Tally()
         try:
             # A placeholder the model echoes becomes the user's value again, here on their machine.
-            yield from SCRUBBER.restore_stream(self._attempts(path, body, piece_of, cancel))
-            failed = False
-        except GeneratorExit:
-            failed = False  # the caller stopped reading; the endpoint did nothing wrong
+            yield from SCRUBBER.restore_stream(self._attempts(path, body, piece_of, guard, tally, max_tokens))
+        except Exception:
+            tally.failed = True
             raise
         finally:
-            self.breaker.failure() if failed else self.breaker.success()
+            self._settle(tally)
+
+    def _settle(self, tally: _Tally) -> None:
+        """Tell the breaker how the request went. A cancel or a caller that stopped reading says
+        nothing about the endpoint, unless a try had already failed (issue 12: cancels during
+        back-off reset the breaker, and 8 cancelled requests sent 16 failing POSTs)."""
+        if tally.failed:
+            self.breaker.failure()
+        elif tally.finished or tally.pieces:
+            self.breaker.success()
+        elif tally.failed_attempts:
+            self.breaker.failure()
+        else:
+            self.breaker.release()
 
     def _attempts(
         self,
         path: str,
         body: dict[str, Any],
         piece_of: Callable[[dict[str, Any]], str],
-        cancel: CancelToken,
+        guard: RequestGuard,
+        tally: _Tally,
+        max_tokens: int,
     ) -> Iterator[str]:
-        """Retry with backoff while nothing has reached the caller yet."""
+        """Retry with backoff while nothing has reached the caller yet, within the deadline."""
         retries = max(0, self._settings.retries)
         for attempt in range(retries + 1):
-            if cancel.cancelled:
+            if guard.cancel.cancelled:
                 return
-            sent = [0]
+            if guard.expired:
+                raise self._deadline_error(path)
             try:
-                yield from self._once(path, body, piece_of, cancel, sent)
+                yield from self._once(path, body, piece_of, guard, tally, max_tokens)
                 return
             except _Retryable as exc:
-                if sent[0] or attempt == retries or cancel.cancelled:
+                tally.failed_attempts += 1
+                if tally.pieces or attempt == retries or guard.cancel.cancelled:
                     raise exc.error from exc
                 delay = max(self._backoff_s * 2**attempt, exc.retry_after)
                 log.info("%s; retry %d/%d in %.2fs", exc.error, attempt + 1, retries, delay)
-                _sleep(delay, cancel)
+                _sleep(min(delay, guard.left()), guard.cancel)
+
+    def _deadline_error(self, path: str) -> RemoteTimeoutError:
+        which = "actionDeadlineS" if self._chat else "completionDeadlineS"
+        return RemoteTimeoutError(f"no complete answer from {self.root}{path} within {self.deadline_s}s"
+                                  f" (remote.{which})")
 
     def _once(
         self,
         path: str,
         body: dict[str, Any],
         piece_of: Callable[[dict[str, Any]], str],
-        cancel: CancelToken,
-        sent: list[int],
+        guard: RequestGuard,
+        tally: _Tally,
+        max_tokens: int,
     ) -> Iterator[str]:
         """One request; leaving this generator (done, cancelled, closed) closes the response."""
         url = f"{self.root}{path}"
         try:
-            # The one place streamed bodies leave the machine: no secret goes with them (issue 11).
-            with self._client.stream("POST", path, json=scrub_body(body)) as response:
-                self._check_status("POST", url, response)
-                finished = False
-                for data in iter_sse_data(response.iter_lines()):
-                    if cancel.cancelled:
-                        return
-                    if data.strip() == DONE:
-                        finished = True
-                        break
-                    chunk = wire.decode_chunk(url, data)
-                    finished = finished or wire.finish_reason(chunk) is not None
-                    piece = piece_of(chunk)
-                    if piece:
-                        sent[0] += 1
-                        yield piece
-                if not finished and not cancel.cancelled:
-                    raise _Retryable(RemoteError(
-                        f"stream from {url} ended without [DONE] after {sent[0]} pieces (truncated)"
-                    ))
+            with contextlib.ExitStack() as stack:
+                with guarding(guard):
+                    # The one place streamed bodies leave the machine: no secret goes with them (issue 11).
+                    response = stack.enter_context(self._client.stream("POST", path, json=scrub_body(body)))
+                    self._check_status("POST", url, response)
+                limit = max(1, max_tokens) * _BYTES_PER_TOKEN + _SPARE_BYTES
+                lines = _guarded(_capped_lines(response.iter_bytes(), limit, url), guard)
+                yield from self._pieces(url, lines, piece_of, guard.cancel, tally, max_tokens)
         except httpx.TransportError as exc:
+            if guard.cancel.cancelled:
+                return  # the caller went away; the endpoint did nothing wrong
+            if guard.expired:
+                raise self._deadline_error(path) from exc
             raise _Retryable(self._transport_error(url, exc)) from exc
+
+    def _pieces(
+        self,
+        url: str,
+        lines: Iterable[str],
+        piece_of: Callable[[dict[str, Any]], str],
+        cancel: CancelToken,
+        tally: _Tally,
+        max_tokens: int,
+    ) -> Iterator[str]:
+        """The text pieces of one SSE answer, at most `max_tokens` of them (then it is whole)."""
+        chunks = 0
+        max_chunks = max(1, max_tokens) * _CHUNKS_PER_TOKEN + _SPARE_CHUNKS
+        for data in iter_sse_data(lines):
+            if cancel.cancelled:
+                return
+            if data.strip() == DONE:
+                tally.finished = True
+                return
+            chunks += 1
+            if chunks > max_chunks:
+                raise RemoteError(f"stream from {url} sent over {max_chunks} chunks for max_tokens="
+                                  f"{max_tokens} (closed it)")
+            chunk = wire.decode_chunk(url, data)
+            tally.finished = tally.finished or wire.finish_reason(chunk) is not None
+            piece = piece_of(chunk)
+            if piece:
+                tally.pieces += 1
+                yield piece
+                if tally.pieces >= max_tokens:
+                    # Enforced here too: a server that ignores max_tokens is cut, not followed.
+                    tally.finished = True
+                    return
+        if not tally.finished and not cancel.cancelled:
+            raise _Retryable(RemoteError(
+                f"stream from {url} ended without [DONE] after {tally.pieces} pieces (truncated)"
+            ))
 
     def _check_status(self, method: str, url: str, response: httpx.Response) -> None:
         if response.status_code == 200:
@@ -328,11 +412,17 @@ class RemoteBackend:
         else:
             routes = [self._tokenize_route] if self._tokenize_route else []
         try:
-            for route in routes:
-                count = self._count_at(route, text)
-                if count is not None:
-                    self._tokenize_route = route
-                    return count
+            with self._guard(CancelToken()):
+                for route in routes:
+                    count = self._count_at(route, text)
+                    if count is not None:
+                        self._tokenize_route = route
+                        return count
+        except httpx.TimeoutException as exc:
+            # A tokenize route that hangs would hold every completion's prompt: stop asking it.
+            log.warning("tokenize at %s timed out (%s); estimating token counts from now on", self.root, exc)
+            self._tokenize_route = None
+            return _estimate_tokens(text)
         except httpx.TransportError as exc:
             log.debug("tokenize at %s failed (%s); estimating", self.root, exc)
             return _estimate_tokens(text)
@@ -366,6 +456,32 @@ class RemoteBackend:
 def _estimate_tokens(text: str) -> int:
     # Over-estimate (3 characters a token) so that a prompt budget is never exceeded.
     return len(text) // 3 + 1
+
+
+def _capped_lines(chunks: Iterable[bytes], limit: int, url: str) -> Iterator[str]:
+    """The lines of a response body; more than `limit` bytes is an error (a line that never ends
+    would otherwise grow in memory without bound)."""
+    total, pending = 0, b""
+    for chunk in chunks:
+        total += len(chunk)
+        if total > limit:
+            raise RemoteError(f"stream from {url} sent over {limit} bytes (closed it)")
+        pending += chunk
+        *whole, pending = pending.split(b"\n")
+        for line in whole:
+            yield line.rstrip(b"\r").decode("utf-8", errors="replace")
+    if pending:
+        yield pending.rstrip(b"\r").decode("utf-8", errors="replace")
+
+
+def _guarded(items: Iterator[str], guard: RequestGuard) -> Iterator[str]:
+    """`items`, each fetched under `guard`; between items the thread is free of it."""
+    while True:
+        with guarding(guard):
+            item = next(items, None)
+        if item is None:
+            return
+        yield item
 
 
 def _sleep(seconds: float, cancel: CancelToken) -> None:

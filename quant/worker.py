@@ -2,7 +2,11 @@
 
 `WorkerBackend` implements `Backend` by forwarding each call to a child process
 (`worker_child.py`) over msgpack frames on its stdin/stdout. A dead child is reported as
-`WorkerCrashError` at once; the next request starts a new child.
+`WorkerCrashError` at once; the next request starts a new child. So is a child that stops
+answering (stopped, deadlocked, swapping): no first token within `first_token_timeout_s`, or no
+token for `stall_timeout_s` mid-answer, and it is killed (issue 12: a SIGSTOPped worker hung
+requests for 90 s+ with no message). A model that generates nothing for a probe prompt at load
+(NaN or garbage weights) is refused there, with a `ModelLoadError` that says so.
 """
 
 from __future__ import annotations
@@ -41,6 +45,10 @@ log = logging.getLogger(__name__)
 LOCAL_FACTORY = "codeflow.quant.local:LocalBackend"
 _DEAD = object()
 _POLL_S = 0.05
+# The load probe: a short generation that any working model continues (issue 12: a GGUF with
+# garbage tensors loaded as "ready" and gave empty completions after 20-28 s).
+PROBE_PROMPTS = ("def main():\n    ", "The")
+PROBE_TOKENS = 4
 
 
 class _Child:
@@ -162,7 +170,9 @@ class WorkerBackend:
         *,
         factory: str = LOCAL_FACTORY,
         load_timeout_s: float = 600.0,
-        first_token_timeout_s: float | None = None,
+        first_token_timeout_s: float | None = 60.0,
+        stall_timeout_s: float | None = 15.0,
+        probe: bool = True,
         cancel_wait_s: float = 2.0,
         **kwargs: Any,
     ) -> None:
@@ -171,6 +181,8 @@ class WorkerBackend:
         self._kwargs = kwargs
         self._load_timeout_s = load_timeout_s
         self._first_token_timeout_s = first_token_timeout_s
+        self._stall_timeout_s = stall_timeout_s
+        self._probe = probe
         self._cancel_wait_s = cancel_wait_s
         self._lock = threading.Lock()
         self._child: _Child | None = None
@@ -200,6 +212,8 @@ class WorkerBackend:
             raise
         if isinstance(reply, Loaded):
             child.unregister(0)
+            if self._probe:
+                self._check_output(child)
             self._child, self._info = child, reply.info
             return
         child.stop(timeout=0.5)
@@ -210,6 +224,21 @@ class WorkerBackend:
         raise BackendTimeoutError(
             f"model worker did not load {self.model_path} within {self._load_timeout_s}s"
         )
+
+    def _check_output(self, child: _Child) -> None:
+        """Refuse a model that generates no text for any probe prompt (stops the child)."""
+        opts = GenOptions(max_tokens=PROBE_TOKENS, temperature=0.0)
+        try:
+            for text in PROBE_PROMPTS:
+                if "".join(self._generate(child, Prompt(text=text), opts, CancelToken())):
+                    return
+        except BaseException:
+            child.stop(timeout=0.5)
+            raise
+        child.stop(timeout=0.5)
+        raise ModelLoadError(self.model_path, f"it loads, but produced no text for {len(PROBE_PROMPTS)} probe "
+                                              "prompts: its weights are likely corrupt (NaN or garbage); "
+                                              "download or convert it again")
 
     def restart(self) -> None:
         """Stop the worker process, if any, and start a new one."""
@@ -236,7 +265,9 @@ class WorkerBackend:
         """Yield pieces from the worker; cancel reaches it within one token step."""
         if cancel.cancelled:
             return
-        child = self._running()
+        yield from self._generate(self._running(), prompt, opts, cancel)
+
+    def _generate(self, child: _Child, prompt: Prompt, opts: GenOptions, cancel: CancelToken) -> Iterator[str]:
         request_id, replies = child.register()
         finished = False
         try:
@@ -255,8 +286,8 @@ class WorkerBackend:
     def _pieces(
         self, child: _Child, request_id: int, replies: queue.Queue[Any], cancel: CancelToken
     ) -> Iterator[str]:
-        start = time.monotonic()
-        first = self._first_token_timeout_s
+        last = time.monotonic()
+        pieces = 0
         cancel_deadline: float | None = None
         while True:
             if cancel.cancelled and cancel_deadline is None:
@@ -267,15 +298,16 @@ class WorkerBackend:
             except queue.Empty:
                 if cancel_deadline is not None and time.monotonic() > cancel_deadline:
                     return
-                if first is not None and time.monotonic() - start > first:
-                    raise BackendTimeoutError(f"model worker sent no token within {first}s")
+                if cancel_deadline is None:
+                    self._watch(child, time.monotonic() - last, pieces)
                 if child.dead:
                     raise WorkerCrashError(child.death_message()) from None
                 continue
+            last = time.monotonic()
             if reply is _DEAD:
                 raise WorkerCrashError(child.death_message())
             if isinstance(reply, Piece):
-                first = None
+                pieces += 1
                 if cancel_deadline is None:
                     yield reply.text
             elif isinstance(reply, Done):
@@ -284,13 +316,33 @@ class WorkerBackend:
             elif isinstance(reply, Failed):
                 _raise_failure(reply)
 
+    def _watch(self, child: _Child, quiet_s: float, pieces: int) -> None:
+        """The watchdogs: a worker quiet for too long is killed, and that is a crash."""
+        limit = self._stall_timeout_s if pieces else self._first_token_timeout_s
+        if limit is None or quiet_s <= limit:
+            return
+        what = f"sent no token for {limit}s mid-answer" if pieces else f"sent no first token within {limit}s"
+        raise self._kill(child, what)
+
+    def _kill(self, child: _Child, what: str) -> WorkerCrashError:
+        """Kill a worker that stopped answering (SIGKILL ends a SIGSTOPped one too); the next
+        request starts a new one."""
+        pid = child.proc.pid
+        log.warning("model worker (pid %d) %s; killing it", pid, what)
+        child.proc.kill()
+        child.proc.wait()
+        return WorkerCrashError(f"model worker (pid {pid}, {self.model_path}) {what}; it was stopped and a new"
+                                " one starts on the next request")
+
     def count_tokens(self, text: str) -> int:
         """Exact token count from the worker's tokenizer."""
         child = self._running()
         request_id, replies = child.register()
+        # Counting takes milliseconds beside a generation; a worker that does not answer is stuck.
+        limit = self._stall_timeout_s or 60.0
         try:
             child.send(Count(id=request_id, text=text))
-            reply = _get(replies, 60.0)
+            reply = _get(replies, limit)
         finally:
             child.unregister(request_id)
         if isinstance(reply, Counted):
@@ -299,7 +351,7 @@ class WorkerBackend:
             _raise_failure(reply)
         if reply is _DEAD:
             raise WorkerCrashError(child.death_message())
-        raise BackendTimeoutError("model worker did not count tokens within 60s")
+        raise self._kill(child, f"did not count tokens within {limit}s")
 
     def close(self) -> None:
         """Stop the worker process."""

@@ -1,7 +1,10 @@
 """A tiny OpenAI-compatible HTTP server on 127.0.0.1 that misbehaves on purpose, for remote tests.
 
 It makes the faults a real server will not make on demand: 5xx answers, a first byte slower than
-the client's timeout, an SSE stream cut short, a connection dropped mid-chunk.
+the client's timeout, an SSE stream cut short, a connection dropped mid-chunk, an endpoint that
+hangs (before its headers, or mid-stream), drips one token a second, floods chunks past
+`max_tokens`, or sends malformed chunks (issue 12). `StalledListener` is an endpoint whose TCP
+connect itself hangs.
 """
 
 from __future__ import annotations
@@ -19,7 +22,11 @@ class FaultServer:
     """Serves `/v1/models`, `/v1/completions`, `/v1/chat/completions` and `/tokenize`.
 
     `mode` picks the behaviour: ok, error500 (the first `failures` requests), error429, slow,
-    truncated, drop, endless, stream_error. Requests and disconnects are recorded.
+    truncated, drop, endless, stream_error, hang_headers (never answers), hang_stream (two
+    pieces, then silence), drip (a piece every `delay_s`, no end), flood (pieces as fast as the
+    socket takes them, no end; flood_empty: the same with empty pieces), malformed (two pieces,
+    then a cut JSON chunk, then [DONE]).
+    Requests and disconnects are recorded; `disconnected_at` is when the client went away.
     """
 
     def __init__(self, model: str = "tiny-model", tls: tuple[str, str] | None = None) -> None:
@@ -31,6 +38,9 @@ class FaultServer:
         self.answer: str | None = None
         self.requests: list[dict[str, Any]] = []
         self.disconnected = threading.Event()
+        self.disconnected_at: float | None = None
+        # Pieces sent by the last streamed answer (a flood's count shows client-side limits).
+        self.sent_pieces = 0
         handler = type("Handler", (_Handler,), {"fault": self})
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
         self.httpd.daemon_threads = True
@@ -47,10 +57,57 @@ class FaultServer:
         """The recorded POSTs to a completions route."""
         return [r for r in self.requests if r["path"].endswith("completions")]
 
+    def gone(self) -> None:
+        """Record that the client closed its end of the connection."""
+        if self.disconnected_at is None:
+            self.disconnected_at = time.monotonic()
+        self.disconnected.set()
+
     def close(self) -> None:
         """Stop serving."""
         self.httpd.shutdown()
         self.httpd.server_close()
+
+
+class StalledListener:
+    """An endpoint whose TCP connect hangs: `/v1/models` is answered once (with `Connection:
+    close`, so the client keeps no connection), then the listen backlog is filled and never
+    accepted, so the kernel drops every later SYN and a client sits in `connect()`."""
+
+    def __init__(self, model: str = "tiny-model") -> None:
+        self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self._sock.bind(("127.0.0.1", 0))
+        self._sock.listen(0)
+        self._fillers: list[socket.socket] = []
+        self._model = model
+        self.url = f"http://127.0.0.1:{self._sock.getsockname()[1]}/v1"
+        self.served = threading.Event()
+        threading.Thread(target=self._serve_once, daemon=True).start()
+
+    def _serve_once(self) -> None:
+        conn, _ = self._sock.accept()
+        with conn:
+            conn.recv(65536)
+            data = json.dumps({"object": "list", "data": [{"id": self._model}]}).encode()
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: close\r\n"
+                         + f"Content-Length: {len(data)}\r\n\r\n".encode() + data)
+        self._fill()
+        self.served.set()
+
+    def _fill(self) -> None:
+        """Queue connections nobody accepts until the backlog is full (a connect then blocks)."""
+        for _ in range(8):
+            filler = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            filler.setblocking(False)
+            filler.connect_ex(self._sock.getsockname())
+            self._fillers.append(filler)
+        time.sleep(0.2)  # let the handshakes of the fillers land in the queue
+
+    def close(self) -> None:
+        """Stop listening and drop the queued connections."""
+        for filler in self._fillers:
+            filler.close()
+        self._sock.close()
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -83,7 +140,9 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _complete(self, body: dict[str, Any], chat: bool) -> None:
         fault, mode = self.fault, self.fault.mode
-        if mode == "error500" and len(fault.completion_requests()) <= fault.failures:
+        if mode == "hang_headers":
+            self._hang()
+        elif mode == "error500" and len(fault.completion_requests()) <= fault.failures:
             self._json(500, {"error": {"message": "CUDA error: out of memory"}})
         elif mode == "error429":
             self._json(429, {"error": {"message": "too many requests"}}, {"Retry-After": "0"})
@@ -104,6 +163,20 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(data)
 
+    def _hang(self) -> None:
+        """Send nothing more, and record when the client gives up (its FIN reads as b"")."""
+        self.connection.settimeout(0.05)
+        while True:
+            try:
+                if not self.connection.recv(1):
+                    break
+            except TimeoutError:
+                continue
+            except OSError:
+                break
+        self.fault.gone()
+        self.close_connection = True
+
     def _event(self, payload: Any) -> None:
         data = f"data: {payload if isinstance(payload, str) else json.dumps(payload)}\n\n".encode()
         self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
@@ -114,12 +187,19 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Type", "text/event-stream")
         self.send_header("Transfer-Encoding", "chunked")
         self.end_headers()
-        count = 10**6 if mode == "endless" else min(int(body.get("max_tokens", 5)), 5)
+        count = 10**6 if mode in ("endless", "drip", "flood", "flood_empty") else min(int(body.get("max_tokens", 5)), 5)
         if self.fault.answer is not None and mode == "ok":
             self._answer(self.fault.answer, chat)
             return
+        self.fault.sent_pieces = 0
         try:
             for i in range(count):
+                if mode == "hang_stream" and i == 2:
+                    self._hang()
+                    return
+                if mode == "malformed" and i == 2:
+                    self._event('{"choices": [{"index": 0, "text": "tok')  # a JSON object cut short
+                    break
                 if mode == "truncated" and i == 2:
                     self.wfile.write(b"0\r\n\r\n")  # a clean end of body, but no [DONE]
                     return
@@ -132,14 +212,18 @@ class _Handler(BaseHTTPRequestHandler):
                 if mode == "stream_error" and i == 1:
                     self._event({"error": {"message": "context overflow"}})
                     break
-                piece = {"delta": {"content": f"w{i} "}} if chat else {"text": f"w{i} "}
+                word = "" if mode == "flood_empty" else f"w{i} "
+                piece = {"delta": {"content": word}} if chat else {"text": word}
                 self._event({"choices": [{"index": 0, **piece, "finish_reason": None}]})
+                self.fault.sent_pieces += 1
                 if mode == "endless":
                     time.sleep(0.02)
+                elif mode == "drip":
+                    time.sleep(self.fault.delay_s)
             self._event("[DONE]")
             self.wfile.write(b"0\r\n\r\n")
         except (BrokenPipeError, ConnectionResetError):
-            self.fault.disconnected.set()
+            self.fault.gone()
 
     def _answer(self, text: str, chat: bool) -> None:
         try:
@@ -151,4 +235,4 @@ class _Handler(BaseHTTPRequestHandler):
             self._event("[DONE]")
             self.wfile.write(b"0\r\n\r\n")
         except (BrokenPipeError, ConnectionResetError):
-            self.fault.disconnected.set()
+            self.fault.gone()

@@ -3,7 +3,8 @@
 The files are real GGUFs that llama.cpp loads and runs; only the weights are random. Variants
 cover the prompt formats: FIM markers (in metadata, or only in the vocabulary), a chat template,
 or neither. `newline=False` and `eos=False` bias the output row of those tokens far down, so a
-generation never ends on its own: the cancellation tests rely on that.
+generation never ends on its own: the cancellation tests rely on that. `nan_weights=True` writes a
+file that loads fine but whose layers are NaN, so it generates nothing (issue 12).
 """
 
 from __future__ import annotations
@@ -58,6 +59,7 @@ def write_tiny_gguf(
     eos: bool = True,
     byte_output: bool = True,
     seed: int = 0,
+    nan_weights: bool = False,
 ) -> Path:
     """Write a runnable random-weight GGUF; `fim` is True/"metadata" (ids in metadata) or "vocab"."""
     path = Path(path)
@@ -103,6 +105,8 @@ def write_tiny_gguf(
         # llama-cpp-python's streaming re-decodes an undecodable byte run on every token.
         banned += [i for i, t in enumerate(types) if t == gguf.TokenType.BYTE and tokens[i] != "<0x0A>"]
     for name, array in _weights(len(tokens), n_layer, n_embd, n_head, n_head_kv, n_ff, banned, seed):
+        if nan_weights and name.startswith("blk.") and array.ndim == 2:
+            array = np.full_like(array, np.nan)  # a corrupt download or a broken conversion
         writer.add_tensor(name, array)
     writer.write_header_to_file()
     writer.write_kv_data_to_file()

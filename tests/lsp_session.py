@@ -27,7 +27,8 @@ def isolated_env(home: Path, keep_cache: bool = False) -> dict[str, str]:
 
 @contextlib.asynccontextmanager
 async def lsp_session(
-    root: Path, options: dict[str, Any], home: Path, keep_cache: bool = False, log_file: Path | None = None
+    root: Path, options: dict[str, Any], home: Path, keep_cache: bool = False, log_file: Path | None = None,
+    capabilities: types.ClientCapabilities | None = None,
 ) -> AsyncIterator[LanguageClient]:
     """An initialized client talking to a fresh server; shut down cleanly afterwards. With
     `log_file`, the server's debug log goes there (`--log-file`) instead of stderr."""
@@ -40,7 +41,7 @@ async def lsp_session(
     try:
         client.initialize_result = await client.initialize_session(
             types.InitializeParams(
-                capabilities=client_capabilities("visual-studio-code"),
+                capabilities=capabilities or client_capabilities("visual-studio-code"),
                 root_uri=root.as_uri(),
                 workspace_folders=[types.WorkspaceFolder(uri=root.as_uri(), name=root.name)],
                 initialization_options=options,

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import json
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -75,8 +78,30 @@ def test_cancelled_request_stops_its_job(tmp_path: Path) -> None:
     cancel.cancel()
     with pytest.raises(Cancelled):
         svc.complete(request(PREFIX), cancel)
+    assert svc.totals.generations_started == 0  # cancelled before it began: nothing ran
+    cancel = CancelToken()
+    threading.Timer(0.2, cancel.cancel).start()  # one line never ends: only the cancel stops it
+    with pytest.raises(Cancelled):
+        svc.complete(request(PREFIX), cancel)
     assert svc.wait_idle(timeout=5)
     assert svc.last.cancelled and svc.last.tokens < 100
+
+
+def test_a_newer_request_supersedes_the_older_one_but_keeps_its_job(tmp_path: Path) -> None:
+    svc = service(tmp_path, "x" * 5000, delay_ms=5)
+    older = svc.begin("file:///app.py")
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        pending = pool.submit(svc.complete, request(PREFIX), older)
+        while svc.last.tokens == 0:  # the older request's job is generating
+            time.sleep(0.01)
+        newer = svc.begin("file:///app.py")
+        with pytest.raises(Cancelled):
+            pending.result(timeout=5)
+    assert older.cancelled and not newer.cancelled
+    assert not svc.last.cancelled  # its job goes on: the newer request may continue from it
+    assert svc.totals.superseded == 1 and svc.totals.requests == 2
+    svc.stop_all()
+    assert svc.wait_idle(timeout=5) and svc.totals.in_flight == 0 and svc.totals.in_flight_max == 1
 
 
 @pytest.mark.parametrize(("n_ctx", "want"), [(4096, (1024, 1024, 256)), (512, (0, 252, 36))])

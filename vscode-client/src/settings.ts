@@ -23,10 +23,13 @@ export const SERVER_SETTINGS: readonly SettingSpec[] = [
   { key: 'model.nThreads', type: 'integer', default: 0, minimum: 0, description: 'CPU threads for llama.cpp; 0 picks automatically.' },
   { key: 'model.kvType', type: 'string', default: 'f16', enum: ['f16', 'q8_0', 'q4_0'], description: 'Type of the KV cache.' },
   { key: 'model.inProcess', type: 'boolean', default: false, description: 'Run llama.cpp inside the server process instead of a worker process (debugging only).' },
+  { key: 'model.firstTokenTimeoutS', type: 'number', default: 60.0, minimum: 1, description: 'A local model worker that sends no first token within this many seconds (prompt evaluation included) is restarted, and you are told.' },
+  { key: 'model.stallTimeoutS', type: 'number', default: 15.0, minimum: 1, description: 'A local model worker that sends no next token within this many seconds is restarted, and you are told.' },
   { key: 'completion.enabled', type: 'boolean', default: true, description: 'Show inline (ghost text) completions.' },
   { key: 'completion.maxTokens', type: 'integer', default: 64, minimum: 1, description: 'Tokens generated for an automatic completion.' },
   { key: 'completion.maxTokensInvoked', type: 'integer', default: 256, minimum: 1, description: 'Tokens generated when a completion is explicitly requested.' },
   { key: 'completion.backgroundTokens', type: 'integer', default: 128, minimum: 0, description: 'Tokens generated in the background after the first line is shown, into the cache.' },
+  { key: 'completion.maxLinesAutomatic', type: 'integer', default: 8, minimum: 1, description: 'The most lines an automatic (as-you-type) block shows; an invoked completion is not limited.' },
   { key: 'completion.temperature', type: 'number', default: 0.0, minimum: 0, description: 'Sampling temperature; 0 is greedy.' },
   { key: 'completion.debounceMs', type: 'integer', default: 75, minimum: 0, description: 'Wait this long after the last keystroke before generating.' },
   { key: 'completion.disabledLanguages', type: 'array', default: [], description: 'Language ids (such as `markdown` or `plaintext`) with no completions.' },
@@ -45,6 +48,8 @@ export const SERVER_SETTINGS: readonly SettingSpec[] = [
   { key: 'remote.apiKeyEnv', type: 'string', default: '', description: 'Name of the environment variable that holds the API key (never the key itself).' },
   { key: 'remote.connectTimeoutS', type: 'number', default: 5.0, minimum: 0, description: 'Connect timeout, in seconds.' },
   { key: 'remote.readTimeoutS', type: 'number', default: 30.0, minimum: 0, description: 'Read timeout, in seconds.' },
+  { key: 'remote.completionDeadlineS', type: 'number', default: 10.0, minimum: 0, description: 'Overall limit for one completion request, retries included, in seconds.' },
+  { key: 'remote.actionDeadlineS', type: 'number', default: 60.0, minimum: 0, description: 'Overall limit for one code action or explanation, retries included, in seconds.' },
   { key: 'remote.retries', type: 'integer', default: 2, minimum: 0, description: 'Retries for a failed request.' },
   { key: 'remote.verifyTls', type: 'boolean', default: true, description: 'Verify the server\'s TLS certificate.' },
   { key: 'remote.fimPrefix', type: 'string', default: '', description: 'The remote model\'s fill-in-the-middle prefix marker, as text (such as `<|fim_prefix|>`); empty means plain prefix completion.' },
@@ -79,12 +84,41 @@ function setPath(tree: Record<string, unknown>, key: string, value: unknown): vo
   node[parts[parts.length - 1]] = value;
 }
 
-/** Builds the settings object for initializationOptions and didChangeConfiguration. */
-export function buildServerSettings(get: ConfigGetter): ServerSettings {
+/** What `WorkspaceConfiguration.inspect` reports for one key: where a value was set, if anywhere. */
+export interface ConfigValues {
+  defaultValue?: unknown;
+  globalValue?: unknown;
+  workspaceValue?: unknown;
+  workspaceFolderValue?: unknown;
+}
+
+/** Inspects one `codeflow.*` key; `WorkspaceConfiguration.inspect` has this shape. */
+export type ConfigInspector = (key: string) => ConfigValues | undefined;
+
+/** The value the user (or the workspace) set for a key, or undefined when only the default holds. */
+export function userValue(inspect: ConfigInspector, key: string): unknown {
+  const v = inspect(key);
+  return v?.workspaceFolderValue ?? v?.workspaceValue ?? v?.globalValue;
+}
+
+/** The settings object for initializationOptions and didChangeConfiguration: only what the user
+ * set, so `codeflow.toml` and the server's defaults keep their place in the layering (README). */
+export function buildServerSettings(inspect: ConfigInspector): ServerSettings {
   const codeflow: Record<string, unknown> = {};
   for (const spec of SERVER_SETTINGS) {
-    const value = get(spec.key);
-    setPath(codeflow, spec.key, value === undefined || value === null ? spec.default : value);
+    const value = userValue(inspect, spec.key);
+    if (value !== undefined && value !== null) {
+      setPath(codeflow, spec.key, value);
+    }
+  }
+  return { codeflow };
+}
+
+/** Every server setting at its default: the shape the Python `Settings` struct must match. */
+export function defaultServerSettings(): ServerSettings {
+  const codeflow: Record<string, unknown> = {};
+  for (const spec of SERVER_SETTINGS) {
+    setPath(codeflow, spec.key, spec.default);
   }
   return { codeflow };
 }

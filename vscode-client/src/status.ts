@@ -70,6 +70,15 @@ export function renderStatus(
   return view;
 }
 
+/** The status bar after a failed start: an error, not a spinner, with the reason and the fix. */
+export function renderFailure(reason: string, hint: string): StatusView {
+  return {
+    text: '$(error) Codeflow',
+    tooltip: `Codeflow: ${reason}.\n${hint}, then run "Codeflow: Restart Server".\nClick for actions.`,
+    background: 'statusBarItem.errorBackground',
+  };
+}
+
 /** Checks the shape of a notification's params; the server is another process. */
 export function parseStatus(params: unknown): CodeflowStatus | undefined {
   if (typeof params !== 'object' || params === null) {

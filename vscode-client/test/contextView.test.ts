@@ -5,23 +5,23 @@ describe('context document', () => {
   const result = {
     snippets: [
       { path: 'app/models.py', start_line: 9, end_line: 11, text: 'class User:\n    name: str\n', reason: 'imported symbol User', score: 0.91234 },
-      { path: 'README', start_line: 0, end_line: 0, text: 'has ``` fences', reason: 'recent file', score: 0.1 },
+      { path: 'README', start_line: 1, end_line: 1, text: 'has ``` fences', reason: 'recent file', score: 0.1 },
     ],
     dropped: [{ path: 'app/big.py', start_line: 4, reason: 'over budget' }, 'secrets.env (secret)'],
     budget: 1024,
     used: 37,
   };
 
-  it('lists snippets with 1-based lines, reasons, scores and fenced code', () => {
+  it('lists snippets with the server\'s 1-based lines as they are, reasons, scores and fenced code', () => {
     const md = renderContext(result, 'app/views.py:12');
     expect(md).toContain('# Codeflow context for app/views.py:12');
     expect(md).toContain('2 snippets, 37 of 1024 tokens used.');
-    expect(md).toContain('## app/models.py:10-12');
+    expect(md).toContain('## app/models.py:9-11');  // not shifted again (issue 13)
     expect(md).toContain('imported symbol User (score 0.912)');
     expect(md).toContain('```python\nclass User:\n    name: str\n```');
     // A snippet containing a fence gets a longer one.
     expect(md).toContain('````\nhas ``` fences\n````');
-    expect(md).toContain('- app/big.py:5 — over budget');
+    expect(md).toContain('- app/big.py:4 — over budget');
     expect(md).toContain('- secrets.env (secret)');
   });
 

@@ -1,9 +1,9 @@
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { activate, Codeflow, COMMANDS, deactivate, STATUS_NOTIFICATION } from '../src/extension';
-import { buildServerSettings } from '../src/settings';
+import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
+import { activate, Codeflow, COMMANDS, deactivate, STATUS_NOTIFICATION, STOP_TIMEOUT_MS } from '../src/extension';
+import { Readable } from 'node:stream';
 import { LanguageClient, State } from './mocks/languageclient';
 import * as vscode from './mocks/vscode';
 
@@ -30,6 +30,7 @@ function putCursor(file: string, line: number, character: number, languageId = '
 beforeEach(() => {
   vscode.resetMock();
   LanguageClient.instances = [];
+  LanguageClient.failStart = undefined;
   root = fs.mkdtempSync(path.join(os.tmpdir(), 'cf-ext-'));
   fs.mkdirSync(path.join(root, '.venv', 'bin'), { recursive: true });
   fs.writeFileSync(path.join(root, '.venv', 'bin', 'codeflow'), '#!/bin/sh\n', { mode: 0o755 });
@@ -56,7 +57,8 @@ describe('activation', () => {
     });
     const init = client.clientOptions.initializationOptions;
     expect(init.codeflow.context.budgetTokens).toBe(512);
-    expect(init).toEqual(buildServerSettings((k) => vscode.settingsStore.get(k)));
+    // Only what the user set (bug 8): the defaults are the server's and codeflow.toml's to decide.
+    expect(init).toEqual({ codeflow: { context: { budgetTokens: 512 }, logLevel: 'debug' } });
     expect(client.clientOptions.outputChannel.name).toBe('Codeflow');
   });
 
@@ -97,18 +99,24 @@ describe('settings changes', () => {
     const settings = (sent[0].params as { settings: { codeflow: Record<string, any> } }).settings;
     expect(settings.codeflow.backend).toBe('remote');
     expect(settings.codeflow.remote.url).toBe('http://gpu-box:8000/v1');
-    expect(settings.codeflow.model.nCtx).toBe(4096);
+    expect(settings.codeflow).toEqual({ backend: 'remote', remote: { url: 'http://gpu-box:8000/v1' } });
   });
 
   it('restarts the server when the launch command changes', async () => {
     await start();
     const first = lastClient();
-    vscode.changeSettings({ 'server.command': '/opt/codeflow/bin/codeflow' });
+    const other = path.join(root, 'opt', 'codeflow');
+    fs.mkdirSync(path.dirname(other), { recursive: true });
+    fs.writeFileSync(other, '#!/bin/sh\n', { mode: 0o755 });
+    vscode.changeSettings({ 'server.command': other });
     await new Promise((r) => setTimeout(r, 0));
     expect(first.stop).toHaveBeenCalled();
     expect(LanguageClient.instances).toHaveLength(2);
-    expect(lastClient().serverOptions.command).toBe('/opt/codeflow/bin/codeflow');
+    expect(lastClient().serverOptions.command).toBe(other);
     expect(first.sent).toHaveLength(0);
+    // The server frees its models on shutdown; the default 2 s ends in SIGKILL (bug 4).
+    expect(first.stop).toHaveBeenCalledWith(STOP_TIMEOUT_MS);
+    expect(STOP_TIMEOUT_MS).toBeGreaterThanOrEqual(10000);
   });
 
   it('answers workspace/configuration pulls with the same object', async () => {
@@ -116,7 +124,7 @@ describe('settings changes', () => {
     await start();
     const pull = lastClient().clientOptions.middleware.workspace.configuration;
     const [ours, other] = pull({ items: [{ section: 'codeflow' }, { section: 'python' }] });
-    expect(ours.hover.waitMs).toBe(50);
+    expect(ours).toEqual({ hover: { waitMs: 50 } });
     expect(other).toBeNull();
   });
 });
@@ -138,11 +146,11 @@ describe('commands', () => {
     const mw = lastClient().clientOptions.middleware;
     const next = () => ['item'];
     const doc = (languageId: string) => ({ languageId });
-    expect(mw.provideInlineCompletionItems(doc('python'), {}, {}, {}, next)).toEqual(['item']);
+    expect(await mw.provideInlineCompletionItems(doc('python'), {}, {}, {}, next)).toEqual(['item']);
     vscode.languageStore.set('markdown:completion.enabled', false);
-    expect(mw.provideInlineCompletionItems(doc('markdown'), {}, {}, {}, next)).toBeUndefined();
+    expect(await mw.provideInlineCompletionItems(doc('markdown'), {}, {}, {}, next)).toBeUndefined();
     vscode.settingsStore.set('completion.disabledLanguages', ['python']);
-    expect(mw.provideInlineCompletionItems(doc('python'), {}, {}, {}, next)).toBeUndefined();
+    expect(await mw.provideInlineCompletionItems(doc('python'), {}, {}, {}, next)).toBeUndefined();
   });
 
   it('show context sends the cursor to codeflow.showContext and opens a read-only document', async () => {
@@ -226,5 +234,89 @@ describe('commands', () => {
     expect(lastClient().state).toBe(State.Running);
     expect(cf.status).toBeUndefined();
     expect(lastClient().clientOptions.errorHandler).toBe(cf.backoff);
+  });
+});
+
+describe('a failed start (bugs 1 and 2)', () => {
+  it('a spawn failure shows an error in the status bar, not a spinner, and no second notification', async () => {
+    LanguageClient.failStart = new Error('spawn codeflow ENOENT');
+    const cf = await start();
+    expect(lastClient().state).toBe(State.StartFailed);
+    expect(cf.item.text).toBe('$(error) Codeflow');
+    expect(cf.item.text).not.toContain('spin');
+    expect(cf.item.tooltip).toContain('spawn codeflow ENOENT');
+    expect(cf.item.tooltip).toContain('codeflow.server.command');
+    expect((cf.item.backgroundColor as vscode.ThemeColor).id).toBe('statusBarItem.errorBackground');
+    // The language client has shown its own (forced) notification for this failure.
+    expect(vscode.messages).toEqual([]);
+  });
+
+  it('a missing command is told once, without starting a client', async () => {
+    vscode.settingsStore.set('server.command', path.join(root, 'nowhere', 'codeflow'));
+    const cf = await start();
+    expect(LanguageClient.instances).toHaveLength(0);
+    expect(vscode.messages).toHaveLength(1);
+    expect(vscode.messages[0].text).toContain(path.join(root, 'nowhere', 'codeflow'));
+    expect(cf.item.text).toBe('$(error) Codeflow');
+  });
+
+  it('a restart after fixing the command clears the failure', async () => {
+    vscode.settingsStore.set('server.command', path.join(root, 'nowhere', 'codeflow'));
+    const cf = await start();
+    vscode.changeSettings({ 'server.command': path.join(root, '.venv', 'bin', 'codeflow') });
+    await new Promise((r) => setTimeout(r, 0));
+    expect(lastClient().state).toBe(State.Running);
+    expect(cf.item.text).toBe('$(sync~spin) Codeflow');
+  });
+});
+
+describe('the output panel (bug 3)', () => {
+  it('traces into a channel at Trace level, so codeflow.trace.server alone decides', async () => {
+    await start();
+    const trace = lastClient().clientOptions.traceOutputChannel;
+    expect(trace.logLevel).toBe(vscode.LogLevel.Trace);
+    trace.trace('[Trace] Sending request initialize');
+    const channel = vscode.window.createOutputChannel.mock.results.find((r) => r.value.name === 'Codeflow Trace')!.value;
+    expect(channel.lines).toEqual(['[info] [Trace] Sending request initialize']);
+  });
+
+  it('server stderr keeps its Python log level instead of all [error]', async () => {
+    const cf = await start();
+    const stdio = lastClient().clientOptions.stdioOptions;
+    const input = Readable.from([
+      '2026-11-30 10:00:00,1 INFO codeflow: indexed 3 files\n',
+      '2026-11-30 10:00:00,2 WARNING codeflow: model is slow\n',
+      '2026-11-30 10:00:00,3 DEBUG codeflow: prompt 120 tokens\n',
+      '2026-11-30 10:00:00,4 ERROR codeflow: worker died\n',
+      'Traceback (most recent call last):\n',
+    ]);
+    stdio.stderr(input, cf.output);
+    await new Promise((r) => input.on('end', () => setTimeout(r, 10)));
+    const levels = (cf.output as unknown as { lines: string[] }).lines.map((l) => l.slice(0, l.indexOf(']') + 1));
+    expect(levels.slice(-5)).toEqual(['[info]', '[warn]', '[debug]', '[error]', '[info]']);
+  });
+});
+
+describe('inline completion debounce (bug 8)', () => {
+  it('an automatic request waits debounceMs and is dropped when the user typed meanwhile', async () => {
+    vscode.settingsStore.set('completion.debounceMs', 30);
+    await start();
+    const mw = lastClient().clientOptions.middleware;
+    const next = vi.fn(() => ['item']);
+    const token = { isCancellationRequested: false };
+    const auto = { triggerKind: vscode.InlineCompletionTriggerKind.Automatic };
+    const pending = mw.provideInlineCompletionItems({ languageId: 'python' }, {}, auto, token, next);
+    await new Promise((r) => setTimeout(r, 5));
+    expect(next).not.toHaveBeenCalled();
+    token.isCancellationRequested = true;
+    expect(await pending).toBeUndefined();
+    expect(next).not.toHaveBeenCalled();
+    const fresh = { isCancellationRequested: false };
+    expect(await mw.provideInlineCompletionItems({ languageId: 'python' }, {}, auto, fresh, next)).toEqual(['item']);
+    // An explicit trigger goes at once.
+    next.mockClear();
+    const invoked = mw.provideInlineCompletionItems({ languageId: 'python' }, {}, { triggerKind: 0 }, fresh, next);
+    expect(next).toHaveBeenCalledTimes(1);
+    expect(await invoked).toEqual(['item']);
   });
 });

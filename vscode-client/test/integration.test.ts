@@ -179,7 +179,7 @@ describe.skipIf(!haveServer)('the real server, launched as the extension launche
     expect(first.snippets.map((s: { path: string }) => s.path).join(' ')).toMatch(/models\.py/);
 
     vscode.settingsStore.set('context.budgetTokens', 256);
-    await conn.sendNotification('workspace/didChangeConfiguration', { settings: buildServerSettings(cf.getter()) });
+    await conn.sendNotification('workspace/didChangeConfiguration', { settings: buildServerSettings(cf.inspector()) });
     const second = await conn.sendRequest('workspace/executeCommand', { command: 'codeflow.showContext', arguments: [arg] }) as any;
     expect(second.budget).toBe(256);
     expect(second.used).toBeLessThanOrEqual(256);

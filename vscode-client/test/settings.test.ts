@@ -6,8 +6,19 @@ import {
   buildServerSettings,
   completionsWanted,
   contributedProperties,
+  defaultServerSettings,
   SERVER_SETTINGS,
+  type ConfigValues,
 } from '../src/settings';
+
+/** An inspector where `user` holds the global (user) values and every key has its default. */
+function inspector(user: Record<string, unknown>, workspace: Record<string, unknown> = {}) {
+  return (key: string): ConfigValues => ({
+    defaultValue: SERVER_SETTINGS.find((s) => s.key === key)?.default,
+    globalValue: user[key],
+    workspaceValue: workspace[key],
+  });
+}
 
 const pkg = JSON.parse(fs.readFileSync(path.join(__dirname, '..', 'package.json'), 'utf8'));
 const python = path.resolve(__dirname, '..', '..', '.venv', 'bin', 'python');
@@ -23,8 +34,21 @@ function leaves(tree: Record<string, unknown>, prefix = ''): Record<string, unkn
 }
 
 describe('settings mapping', () => {
-  it('sends the defaults nested under "codeflow" when nothing is set', () => {
-    const s = buildServerSettings(() => undefined);
+  it('sends nothing the user did not set, so codeflow.toml and the server defaults hold (bug 8)', () => {
+    expect(buildServerSettings(inspector({}))).toEqual({ codeflow: {} });
+    const s = buildServerSettings(inspector({ 'model.nCtx': 2048 }, { 'context.budgetTokens': 512 }));
+    expect(s).toEqual({ codeflow: { model: { nCtx: 2048 }, context: { budgetTokens: 512 } } });
+    // A value the user set equal to the default is still the user's choice, and is sent.
+    expect(buildServerSettings(inspector({ backend: 'auto' }))).toEqual({ codeflow: { backend: 'auto' } });
+  });
+
+  it('a workspace value wins over the user value', () => {
+    const s = buildServerSettings(inspector({ backend: 'local' }, { backend: 'remote' }));
+    expect(s.codeflow.backend).toBe('remote');
+  });
+
+  it('lists every default nested under "codeflow"', () => {
+    const s = defaultServerSettings();
     expect(s.codeflow.backend).toBe('auto');
     expect(s.codeflow.model).toMatchObject({ path: '', chatPath: 'default', nCtx: 4096, nGpuLayers: -1 });
     expect(s.codeflow.completion).toMatchObject({ enabled: true, debounceMs: 75, disabledLanguages: [] });
@@ -42,16 +66,16 @@ describe('settings mapping', () => {
       'completion.debounceMs': 10,
       'completion.disabledLanguages': ['markdown'],
     };
-    const s = buildServerSettings((k) => user[k]);
+    const s = buildServerSettings(inspector(user));
     expect(s.codeflow.backend).toBe('remote');
-    expect(s.codeflow.remote).toMatchObject({ url: 'http://localhost:8000/v1', apiKeyEnv: 'MY_KEY', model: '' });
+    expect(s.codeflow.remote).toEqual({ url: 'http://localhost:8000/v1', apiKeyEnv: 'MY_KEY' });
     expect((s.codeflow.model as Record<string, unknown>).chatPath).toBe('/m/chat.gguf');
     expect((s.codeflow.context as Record<string, unknown>).budgetTokens).toBe(2048);
     expect(s.codeflow.completion).toMatchObject({ debounceMs: 10, disabledLanguages: ['markdown'] });
   });
 
   it('never sends the client-only settings', () => {
-    const s = buildServerSettings((k) => (k.startsWith('server.') ? 'x' : undefined));
+    const s = buildServerSettings((k) => ({ globalValue: k.startsWith('server.') ? 'x' : undefined }));
     expect(s.codeflow).not.toHaveProperty('server');
   });
 
@@ -74,7 +98,7 @@ describe('settings mapping', () => {
       'print(msgspec.json.encode(Settings()).decode())',
     ].join('\n');
     const server = leaves(JSON.parse(execFileSync(python, ['-c', code], { encoding: 'utf8' })));
-    const ours = leaves(buildServerSettings(() => undefined).codeflow);
+    const ours = leaves(defaultServerSettings().codeflow);
     expect(Object.keys(ours).sort()).toEqual(Object.keys(server).sort());
     expect(ours).toEqual(server);
   });

@@ -1,4 +1,4 @@
---- `:Codeflow status|context|explain|restart|toggle`.
+--- `:Codeflow status|context|explain|restart|toggle|model`.
 local ghost = require('codeflow.ghost')
 local render = require('codeflow.render')
 local status = require('codeflow.status')
@@ -65,31 +65,38 @@ end
 
 local explain_count = 0
 
---- Explains the function at the cursor: progress in the message area, the text in a buffer.
+--- Explains the function at the cursor (or around it) in a floating window that fills as the
+--- model writes (the server streams the text as `$/progress` reports); the whole text ends in
+--- the `codeflow://explanation` buffer.
 function M.explain()
   explain_count = explain_count + 1
   local token = ('codeflow-explain-%d'):format(explain_count)
   local label = where()
+  local view = render.float('explanation', render.explanation('_being written…_', label))
   local group = api.nvim_create_augroup('codeflow_explain', { clear = true })
   api.nvim_create_autocmd('LspProgress', {
     group = group,
     pattern = 'report',
     callback = function(ev)
       local p = ev.data.params
-      -- The server may create its own token ("Explaining NAME") instead of using ours.
-      local ours = p.token == token or vim.startswith(p.value.title or '', 'Explaining')
-      if ours and p.value.message then
-        api.nvim_echo({ { 'codeflow: ' .. p.value.message:gsub('\n', ' '):sub(-80) } }, false, {})
+      if p.token == token and type(p.value.message) == 'string' and p.value.message ~= '' then
+        view.update(render.explanation(p.value.message, label))
       end
     end,
   })
   server_command('codeflow.explainFunction', { workDoneToken = token }, function(result)
     pcall(api.nvim_del_augroup_by_id, group)
+    if type(result) == 'table' and type(result.error) == 'string' then
+      -- The server told the user why (once); say it here too, without another popup.
+      view.update(render.explanation('_explanation failed: ' .. result.error .. '_', label))
+      return
+    end
     if type(result) ~= 'table' or type(result.text) ~= 'string' or result.text == '' then
+      view.close()
       notify('no function at the cursor to explain', vim.log.levels.WARN)
       return
     end
-    render.show('explanation', render.explanation(result.text, label))
+    view.update(render.explanation(result.text, label))
   end)
 end
 
@@ -130,7 +137,81 @@ function M.restart()
   notify('restarted')
 end
 
-M.subcommands = { 'status', 'context', 'explain', 'restart', 'toggle' }
+--- The codeflow CLI: the configured command up to its `serve`, or the found executable.
+local function cli(...)
+  local config = require('codeflow.config')
+  local out = {}
+  for _, arg in ipairs(config.options.cmd or { config.find_executable() or 'codeflow' }) do
+    if arg == 'serve' then
+      break
+    end
+    table.insert(out, arg)
+  end
+  return vim.list_extend(out, { ... })
+end
+
+local function last_line(text)
+  local lines = vim.split(vim.trim(text or ''), '\n')
+  return lines[#lines]
+end
+
+--- `codeflow model pull --json` with progress every 25%, then `model use`, then a restart.
+local function pull_and_use(name, quant)
+  local shown = -1
+  local function on_stdout(_, data)
+    for line in (data or ''):gmatch('[^\n]+') do
+      local ok, ev = pcall(vim.json.decode, line)
+      if ok and type(ev) == 'table' and ev.event == 'progress' and ev.total > 0 then
+        local pct = math.floor(ev.done * 4 / ev.total) * 25
+        if pct > shown then
+          shown = pct
+          vim.schedule(function() notify(('downloading %s %s: %d%%'):format(name, quant, pct)) end)
+        end
+      end
+    end
+  end
+  notify(('downloading %s %s…'):format(name, quant))
+  vim.system(cli('model', 'pull', name, '--quant', quant, '--json'), { text = true, stdout = on_stdout },
+    vim.schedule_wrap(function(pulled)
+      if pulled.code ~= 0 then
+        return notify('download failed: ' .. last_line(pulled.stderr), vim.log.levels.ERROR)
+      end
+      vim.system(cli('model', 'use', name, '--quant', quant), { text = true }, vim.schedule_wrap(function(used)
+        if used.code ~= 0 then
+          return notify('model use failed: ' .. last_line(used.stderr), vim.log.levels.ERROR)
+        end
+        notify(last_line(used.stdout))
+        M.restart()
+      end))
+    end))
+end
+
+--- `:Codeflow model`: choose a preset that fits this machine, download it and use it (issue 15).
+function M.model()
+  vim.system(cli('model', 'list', '--json'), { text = true }, vim.schedule_wrap(function(res)
+    if res.code ~= 0 then
+      return notify('model list failed: ' .. last_line(res.stderr), vim.log.levels.ERROR)
+    end
+    local rows = vim.tbl_filter(function(r)
+      return r.fits and r.remote == '' and type(r.recommended_quant) == 'string'
+    end, vim.json.decode(res.stdout))
+    if #rows == 0 then
+      return notify('no preset fits this machine; see `codeflow plan --recommend`', vim.log.levels.WARN)
+    end
+    vim.ui.select(rows, {
+      prompt = 'Codeflow model',
+      format_item = function(r)
+        return ('%s  %s  (%s, %.1fB)'):format(r.name, r.recommended_quant, r.role, r.params_b)
+      end,
+    }, function(row)
+      if row then
+        pull_and_use(row.name, row.recommended_quant)
+      end
+    end)
+  end))
+end
+
+M.subcommands = { 'status', 'context', 'explain', 'restart', 'toggle', 'model' }
 
 --- `:Codeflow {sub}`.
 function M.run(opts)

@@ -64,7 +64,9 @@ local function draw()
   api.nvim_buf_clear_namespace(g.bufnr, M.ns, 0, -1)
   local lines = vim.split(g.text, '\n', { plain = true })
   local hl = config.options.ghost.hl_group
-  local opts = { hl_mode = 'combine', right_gravity = false }
+  -- "replace": with "combine", the highlight of the text under the ghost (MatchParen on the
+  -- bracket just typed) leaked into it (issue 13).
+  local opts = { hl_mode = 'replace', right_gravity = false }
   if lines[1] ~= '' then
     opts.virt_text = { { lines[1], hl } }
     opts.virt_text_pos = 'inline'
@@ -289,7 +291,9 @@ end
 
 local function map_keys(bufnr)
   local keys = config.options.keymaps
-  local function expr(lhs, fn_name, arg)
+  -- Without a ghost, Tab and CTRL-] keep their meaning; the partial accepts have none of their
+  -- own, and passing `<M-w>` through inserted a literal letter (issue 13).
+  local function expr(lhs, fn_name, arg, passthrough)
     if not lhs then
       return
     end
@@ -297,13 +301,13 @@ local function map_keys(bufnr)
       if M.visible() then
         return ('<Cmd>lua require("codeflow.ghost").%s(%s)<CR>'):format(fn_name, arg and ('%q'):format(arg) or '')
       end
-      return lhs
+      return passthrough and lhs or ''
     end, { buffer = bufnr, expr = true, desc = 'codeflow: ' .. fn_name .. ' ' .. (arg or '') })
   end
-  expr(keys.accept, 'accept', 'all')
-  expr(keys.accept_word, 'accept', 'word')
-  expr(keys.accept_line, 'accept', 'line')
-  expr(keys.dismiss, 'dismiss')
+  expr(keys.accept, 'accept', 'all', true)
+  expr(keys.accept_word, 'accept', 'word', false)
+  expr(keys.accept_line, 'accept', 'line', false)
+  expr(keys.dismiss, 'dismiss', nil, true)
   if keys.trigger then
     vim.keymap.set('i', keys.trigger, M.trigger, { buffer = bufnr, desc = 'codeflow: ask for a completion' })
   end
@@ -342,10 +346,16 @@ function M.attach(bufnr, client)
   api.nvim_create_autocmd('CursorMovedI', {
     group = group, buffer = bufnr, callback = function() on_cursor_moved(bufnr) end,
   })
+  -- `A` on an unfinished line is a request for a completion, before any key is typed.
+  api.nvim_create_autocmd('InsertEnter', { group = group, buffer = bufnr, callback = schedule })
   api.nvim_create_autocmd({ 'InsertLeave', 'BufLeave' }, {
     group = group, buffer = bufnr, callback = function() M.cancel() M.dismiss() end,
   })
   map_keys(bufnr)
+  -- Keys typed while the server was starting changed nothing we saw: ask now.
+  if bufnr == api.nvim_get_current_buf() and vim.startswith(api.nvim_get_mode().mode, 'i') then
+    schedule()
+  end
 end
 
 --- Removes the autocommands of a buffer the client detached from.

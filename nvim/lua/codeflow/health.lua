@@ -28,6 +28,25 @@ local function check_command()
   end
 end
 
+--- What the server said is off or wrong: features it runs without (a missing chat model fails
+--- every explanation, hover and action) and the errors and warnings it showed (a rejected setting).
+local function check_problems(client_id, s)
+  local seen = {}
+  for feature, why in pairs(s and s.degraded or {}) do
+    seen[why] = true
+    local report = feature == 'chat model' and vim.health.error or vim.health.warn
+    report(('%s: %s'):format(feature, why))
+  end
+  for _, m in ipairs(require('codeflow.status').problems[client_id] or {}) do
+    local text = m.message:gsub('^Codeflow: ', '')
+    if not seen[text] then
+      seen[text] = true
+      local report = m.type == vim.lsp.protocol.MessageType.Error and vim.health.error or vim.health.warn
+      report(text)
+    end
+  end
+end
+
 local function check_clients()
   local clients = vim.lsp.get_clients({ name = 'codeflow' })
   if #clients == 0 then
@@ -52,6 +71,7 @@ local function check_clients()
     else
       vim.health.ok(('server state: %s (%s on %s, %s)'):format(s.state, s.backend, s.device, s.model))
     end
+    check_problems(client.id, s)
   end
 end
 

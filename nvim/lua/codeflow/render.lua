@@ -18,7 +18,7 @@ local function dropped_line(d)
   if type(d) ~= 'table' then
     return tostring(d)
   end
-  local where = d.path and (d.start_line and ('%s:%d'):format(d.path, d.start_line + 1) or d.path) or nil
+  local where = d.path and (d.start_line and ('%s:%d'):format(d.path, d.start_line) or d.path) or nil
   local parts = vim.tbl_filter(function(x) return x ~= nil and x ~= '' end, { where, d.reason })
   return #parts > 0 and table.concat(parts, ' — ') or vim.json.encode(d)
 end
@@ -31,7 +31,8 @@ function M.context(result, where)
   table.insert(out, '')
   for _, s in ipairs(snippets) do
     local f = fence(s.text)
-    table.insert(out, ('## %s:%d-%d'):format(s.path, s.start_line + 1, s.end_line + 1))
+    -- The server's lines are 1-based already (context/pack.py `Snippet`).
+    table.insert(out, ('## %s:%d-%d'):format(s.path, s.start_line, s.end_line))
     table.insert(out, ('%s (score %.3f)'):format(s.reason or '', tonumber(s.score) or 0))
     table.insert(out, '')
     table.insert(out, f .. (FENCE_LANG[s.path:match('%.(%w+)$') or ''] or ''))
@@ -54,8 +55,8 @@ function M.explanation(text, where)
   return out
 end
 
---- Shows lines in a read-only scratch buffer named `codeflow://NAME`, in a split.
-function M.show(name, lines)
+--- The read-only scratch buffer `codeflow://NAME`, holding `lines`.
+local function scratch(name, lines)
   local bufname = 'codeflow://' .. name
   local bufnr = vim.fn.bufnr(bufname)
   if bufnr == -1 then
@@ -70,6 +71,60 @@ function M.show(name, lines)
   vim.api.nvim_buf_set_lines(bufnr, 0, -1, false, lines)
   vim.bo[bufnr].modifiable = false
   vim.bo[bufnr].modified = false
+  return bufnr
+end
+
+local function float_size(lines)
+  local width = 30
+  for _, line in ipairs(lines) do
+    width = math.max(width, vim.fn.strdisplaywidth(line))
+  end
+  return math.min(width, 80, vim.o.columns - 4), math.min(#lines, 20, math.max(vim.o.lines - 6, 3))
+end
+
+--- Shows `codeflow://NAME` in a floating window at the cursor, like a hover that keeps filling:
+--- returns `{ win, bufnr, update(lines), close() }`. Moving the cursor closes it; updates after
+--- that still reach the buffer.
+function M.float(name, lines)
+  local bufnr = scratch(name, lines)
+  local width, height = float_size(lines)
+  local win = vim.api.nvim_open_win(bufnr, false, {
+    relative = 'cursor', row = 1, col = 0, width = width, height = height,
+    border = 'rounded', title = ' Codeflow ', style = 'minimal',
+  })
+  vim.wo[win].wrap = true
+  local view = { win = win, bufnr = bufnr }
+  local group = vim.api.nvim_create_augroup('codeflow_float_' .. name, { clear = true })
+  function view.close()
+    pcall(vim.api.nvim_win_close, win, true)
+    pcall(vim.api.nvim_del_augroup_by_id, group)
+  end
+  function view.update(new)
+    scratch(name, new)
+    if vim.api.nvim_win_is_valid(win) then
+      local w, h = float_size(new)
+      vim.api.nvim_win_set_config(win, { width = w, height = h })
+    end
+  end
+  -- A CursorMoved for a move made before the window opened can still arrive: compare positions.
+  local at = vim.api.nvim_win_get_cursor(0)
+  vim.api.nvim_create_autocmd({ 'CursorMoved', 'CursorMovedI', 'BufLeave', 'InsertEnter' }, {
+    group = group,
+    buffer = vim.api.nvim_get_current_buf(),
+    callback = function(ev)
+      local here = vim.api.nvim_win_get_cursor(0)
+      if ev.event:match('^CursorMoved') and here[1] == at[1] and here[2] == at[2] then
+        return
+      end
+      view.close()
+    end,
+  })
+  return view
+end
+
+--- Shows lines in a read-only scratch buffer named `codeflow://NAME`, in a split.
+function M.show(name, lines)
+  local bufnr = scratch(name, lines)
   if vim.fn.bufwinid(bufnr) == -1 then
     local win = vim.api.nvim_get_current_win()
     vim.cmd('botright vsplit')

@@ -1,7 +1,7 @@
 // A recording fake of vscode-languageclient/node's LanguageClient (the real one needs VS Code).
 import { vi } from 'vitest';
 
-export enum State { Stopped = 1, Starting = 3, Running = 2 }
+export enum State { Stopped = 1, Starting = 3, StartFailed = 4, Running = 2 }
 export enum ErrorAction { Continue = 1, Shutdown = 2 }
 export enum CloseAction { DoNotRestart = 1, Restart = 2 }
 export const DidChangeConfigurationNotification = { type: { method: 'workspace/didChangeConfiguration' } };
@@ -54,11 +54,18 @@ export class LanguageClient {
     this.stateListeners.push(l);
     return { dispose() {} };
   }
+  /** Set before `start` to make it fail as the real client does (spawn ENOENT, bad initialize). */
+  static failStart: Error | undefined;
   start = vi.fn(async () => {
+    if (LanguageClient.failStart) {
+      this.state = State.StartFailed;
+      this.stateListeners.forEach((l) => l());
+      throw LanguageClient.failStart;
+    }
     this.state = State.Running;
     this.stateListeners.forEach((l) => l());
   });
-  stop = vi.fn(async () => {
+  stop = vi.fn(async (_timeoutMs?: number) => {
     this.state = State.Stopped;
     this.stateListeners.forEach((l) => l());
   });

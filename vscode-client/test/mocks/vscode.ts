@@ -44,6 +44,8 @@ export class ThemeColor {
 export enum StatusBarAlignment { Left = 1, Right = 2 }
 export enum ProgressLocation { SourceControl = 1, Window = 10, Notification = 15 }
 export enum ViewColumn { Active = -1, Beside = -2, One = 1 }
+export enum InlineCompletionTriggerKind { Invoke = 0, Automatic = 1 }
+export enum LogLevel { Off = 0, Trace = 1, Debug = 2, Info = 3, Warning = 4, Error = 5 }
 export enum ConfigurationTarget { Global = 1, Workspace = 2, WorkspaceFolder = 3 }
 
 /** The settings store behind `workspace.getConfiguration('codeflow')`, keyed without `codeflow.`. */
@@ -100,6 +102,8 @@ export const workspace = {
       if (lang && languageStore.has(`${lang}:${key}`)) return languageStore.get(`${lang}:${key}`);
       return settingsStore.has(key) ? settingsStore.get(key) : dflt;
     },
+    // What the user set is the global value; the mock has no workspace layer.
+    inspect: (key: string) => ({ key: `codeflow.${key}`, globalValue: settingsStore.get(key) }),
     update: vi.fn(async (key: string, value: unknown) => changeSettings({ [key]: value })),
   })),
   onDidChangeConfiguration: configEmitter.event,
