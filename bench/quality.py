@@ -3,8 +3,9 @@
 Real files from packages the bench fetches itself (PyPI sdists, npm tarballs, Debian's Go source
 packages; nothing is committed). At sampled cursor positions the rest of a line (as-you-type,
 one line) or a whole block (at a blank line) is blanked; the default model completes it once,
-and the same raw text goes through the post-processing of an earlier commit (`--before`) and of
-this tree, side by side:
+through the post-processing of an earlier commit (`--before`) and of this tree, side by side.
+"After" also constrains the model's first tokens to the word the user was typing; "before" lets
+it choose freely (one more generation where a word was half typed):
 
 - syntax validity: share of shown completions after which the file parses no worse than with
   the original text (goal >= 0.98);
@@ -42,11 +43,13 @@ from codeflow.lsp_server.settings import Settings
 from codeflow.quant.backend import CancelToken, GenOptions, Prompt
 
 PYTHON = ("flask==3.0.3", "werkzeug==3.0.3", "marshmallow==3.21.3", "arrow==1.3.0")
-NPM = ("lodash-es@4.17.21", "zod@3.23.8")
+NPM = ("lodash-es@4.17.21", "rxjs@7.8.1")  # rxjs ships its TypeScript sources
 GO_DEBS = ("golang-github-google-uuid-dev", "golang-github-pkg-errors-dev", "golang-github-spf13-pflag-dev")
 EXTENSIONS = {"python": (".py",), "javascript": (".js", ".mjs"), "typescript": (".ts",), "go": (".go",)}
 SKIP = re.compile(r"(^|/)(tests?|docs?|examples?|node_modules|vendor|dist|__tests__)(/|$)|\.d\.ts$|_test\.go$")
 MAX_FILE_CHARS = 60_000
+MAX_LINE_TOKENS = 48
+MAX_BLOCK_TOKENS = 128
 
 
 # Sources -----------------------------------------------------------------------------------------
@@ -145,16 +148,25 @@ def old_postprocess(rev: str) -> Callable[..., str]:
     return module.postprocess
 
 
-def complete_raw(svc: CompletionService, backend: Any, case: dict[str, Any], invoked: bool) -> tuple[str, bool]:
-    """The model's raw continuation past what the user typed, and whether a block was asked."""
+def complete_raw(svc: CompletionService, backend: Any, case: dict[str, Any],
+                 invoked: bool) -> tuple[str, str, bool]:
+    """The model's raw continuation past what the user typed, free (as before this issue) and
+    with the typed word constraining its first tokens (after), and whether a block was asked."""
     req = CompletionRequest(key=case["path"], path=Path(case["path"]).name, language=case["language"],
                             prefix=case["prefix"], suffix=case["suffix"], invoked=invoked)
     multiline = decide_multiline(req.prefix, req.suffix, req.language, invoked)
-    base, built, max_tokens = svc.prompt_for(req, backend, multiline)
-    prompt = Prompt(text=built.text, kind=built.kind, key="bench")
-    raw = "".join(backend.stream(prompt, GenOptions(max_tokens=max_tokens, stop=built.stop), CancelToken()))
-    ok, text = continuation(raw, req.prefix[len(base):])
-    return (text if ok else ""), multiline
+    base, built, _ = svc.prompt_for(req, backend, multiline)
+    typed = req.prefix[len(base):]
+    # Only the first line of a one-line answer is ever shown, by either arm: stop there. A block
+    # gets the automatic token cap, enough to run away in.
+    opts = GenOptions(max_tokens=MAX_BLOCK_TOKENS if multiline else MAX_LINE_TOKENS,
+                      stop=built.stop if multiline else (*built.stop, "\n"))
+    texts = []
+    for lead in ("", typed) if typed.strip() else ("",):
+        prompt = Prompt(text=built.text, kind=built.kind, key="bench", lead=lead)
+        ok, text = continuation("".join(backend.stream(prompt, opts, CancelToken())), typed)
+        texts.append(text if ok else "")
+    return texts[0], texts[-1], multiline
 
 
 def judge(case: dict[str, Any], shown: str, multiline: bool, cap: int) -> dict[str, Any]:
@@ -186,9 +198,9 @@ def run_completions(all_cases: list[dict[str, Any]], before: Callable[..., str],
     cap = settings.completion.max_lines_automatic
     rows: list[dict[str, Any]] = []
     for i, case in enumerate(all_cases):
-        raw, multiline = complete_raw(svc, backend, case, invoked=False)
+        free, led, multiline = complete_raw(svc, backend, case, invoked=False)
         arms = {}
-        for name, fn, extra in (("before", before, {}), ("after", postprocess, {"max_lines": cap})):
+        for name, fn, raw, extra in (("before", before, free, {}), ("after", postprocess, led, {"max_lines": cap})):
             started = time.perf_counter()
             shown = fn(raw, case["prefix"], case["suffix"], multiline=multiline, language=case["language"], **extra)
             cost = (time.perf_counter() - started) * 1000
@@ -287,8 +299,9 @@ def main(argv: list[str]) -> int:
     js = [f for r in js_roots for f in files_of(r, "javascript")]
     ts = [f for r in js_roots for f in files_of(r, "typescript")]
     go = [f for r in go_roots for f in files_of(r, "go")]
-    all_cases = (cases(py_files, "python", args.python, rng) + cases(js, "javascript", args.js // 2, rng)
-                 + cases(ts, "typescript", args.js - args.js // 2, rng) + cases(go, "go", args.go, rng))
+    ts_cases = cases(ts, "typescript", args.js // 2, rng)
+    all_cases = (cases(py_files, "python", args.python, rng) + ts_cases
+                 + cases(js, "javascript", args.js - len(ts_cases), rng) + cases(go, "go", args.go, rng))
     result: dict[str, Any] = {"sources": {"pypi": list(PYTHON), "npm": list(NPM), "deb": list(GO_DEBS)},
                               "before": args.before,
                               "completions": run_completions(all_cases, old_postprocess(args.before), args.model)}
@@ -312,8 +325,9 @@ def markdown(result: dict[str, Any]) -> str:
                      f"{b['exact_match']:.3f} → {a['exact_match']:.3f}",
                      f"{b['edit_similarity']:.3f} → {a['edit_similarity']:.3f}",
                      f"{b['postprocess_p95_ms']:.2f} → {a['postprocess_p95_ms']:.2f}"))
-    text = ("## Quality (issue 14)\n\n`codeflow bench quality`: the same raw completions post-processed "
-            f"as at {result['before']} (before) and by this tree (after).\n\n"
+    text = ("## Quality (issue 14)\n\n`codeflow bench quality`, default model, CPU: completions post-processed "
+            f"as at {result['before']} with the model free (before) and by this tree, the half-typed word "
+            "constraining the model's first tokens (after).\n\n"
             + report.table(rows, ("cases", "n", "syntax valid", "runaway", "exact match", "edit similarity",
                                   "post-processing p95 ms")))
     chat = result.get("chat")

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
+from fault_server import FaultServer  # noqa: E402
 from gguf_factory import CHATML, write_tiny_gguf  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -34,3 +36,11 @@ def models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def sample_dir() -> Path:
     """The bundled Flask sample (read-only: copy it before changing files)."""
     return SAMPLE
+
+
+@pytest.fixture
+def fault() -> Iterator[FaultServer]:
+    """A fake OpenAI-compatible server on 127.0.0.1 that records every request (tests/fault_server.py)."""
+    server = FaultServer()
+    yield server
+    server.close()

@@ -238,6 +238,7 @@ def test_client_closing_stdout_mid_generation_ends_server_and_worker(models_dir:
             "context": {"triggerKind": 1}})
         worker = _generating_worker(srv.proc.pid)
         assert srv.proc.stdout is not None
+        srv.stop_reading()
         srv.proc.stdout.close()
         gone, alive = psutil.wait_procs([psutil.Process(srv.proc.pid), worker], timeout=5.0)
         assert not alive, f"still running 5 s after the client closed stdout: {alive}"

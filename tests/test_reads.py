@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -19,13 +18,6 @@ from codeflow.context.walk import FileFilter
 from lsp_session import inline_params, lsp_session
 
 DATA = Path(__file__).parent / "data" / "actions"
-
-
-@pytest.fixture
-def fault() -> Iterator[FaultServer]:
-    server = FaultServer()
-    yield server
-    server.close()
 
 
 @pytest.fixture

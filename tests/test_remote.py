@@ -30,13 +30,6 @@ KEY = "sk-test-7f3a9c1e5b2d4f60"
 ENV = {"CODEFLOW_TEST_KEY": KEY}
 
 
-@pytest.fixture
-def fault() -> Iterator[FaultServer]:
-    server = FaultServer()
-    yield server
-    server.close()
-
-
 def settings(url: str, **kw: object) -> RemoteSettings:
     base = {"url": url, "model": "tiny-model", "api_key_env": "CODEFLOW_TEST_KEY",
             "connect_timeout_s": 2.0, "read_timeout_s": 2.0, "retries": 2}

@@ -7,7 +7,6 @@ import asyncio
 import logging
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -26,13 +25,6 @@ from codeflow.quant.remote import RemoteBackend
 from lsp_session import inline_params, lsp_session, open_doc, wait_for_status
 
 ENV = {"CODEFLOW_TEST_KEY": "sk-test-7f3a9c1e5b2d4f60"}
-
-
-@pytest.fixture
-def fault() -> Iterator[FaultServer]:
-    server = FaultServer()
-    yield server
-    server.close()
 
 
 def settings(url: str, **kw: object) -> RemoteSettings:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import shutil
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,13 +24,6 @@ from test_remote import settings
 DATA = Path(__file__).parent / "data" / "actions"
 LOOP_ANSWER = "```python\ndef total(self, items):\n    return [double(item) for item in items]\n```\n"
 COMPREHENSION = "def evens(xs):\n    return [x for x in xs if x % 2 == 0]\n"
-
-
-@pytest.fixture
-def fault() -> Iterator[FaultServer]:
-    server = FaultServer()
-    yield server
-    server.close()
 
 
 @pytest.fixture

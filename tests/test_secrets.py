@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -31,13 +30,6 @@ from codeflow.quant.remote import RemoteBackend
 from codeflow.quant.secrets import SCRUBBER, Scrubber, looks_like_key, scrub_body
 
 KEY_ENV = {"CODEFLOW_TEST_KEY": "sk-test-7f3a9c1e5b2d4f60"}
-
-
-@pytest.fixture
-def fault() -> Iterator[FaultServer]:
-    server = FaultServer()
-    yield server
-    server.close()
 
 
 @pytest.fixture

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import select
 import subprocess
 import threading
 import time
@@ -18,6 +20,21 @@ def frame(message: object) -> bytes:
     return b"Content-Length: %d\r\n\r\n" % len(body) + body
 
 
+def _take_frame(data: bytes) -> tuple[dict[str, Any], bytes] | None:
+    """The first whole message in `data` and the bytes after it, or None when none is whole."""
+    head, sep, rest = data.partition(b"\r\n\r\n")
+    if not sep:
+        return None
+    length = 0
+    for line in head.split(b"\r\n"):
+        name, _, value = line.decode().partition(":")
+        if name.strip().lower() == "content-length":
+            length = int(value)
+    if len(rest) < length:
+        return None
+    return json.loads(rest[:length]), rest[length:]
+
+
 class WireServer:
     """`codeflow serve` on pipes; a thread reads its (well-framed) output into `messages`."""
 
@@ -29,27 +46,36 @@ class WireServer:
         )
         self.messages: list[dict[str, Any]] = []
         self._changed = threading.Condition()
+        self._stop = threading.Event()
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
 
     def _read(self) -> None:
+        """Read frames until EOF or `stop_reading`; polls, so that it never sits inside a blocking
+        read on the pipe (closing a pipe that another thread reads from blocks until it returns)."""
         stdout = self.proc.stdout
         assert stdout is not None
-        try:
-            while True:
-                length = 0
-                while (line := stdout.readline()) not in (b"\r\n", b""):
-                    name, _, value = line.decode().partition(":")
-                    if name.lower() == "content-length":
-                        length = int(value)
-                if not line:
-                    return
-                message = json.loads(stdout.read(length))
+        fd, data = stdout.fileno(), b""
+        while not self._stop.is_set():
+            try:
+                if not select.select([fd], [], [], 0.05)[0]:
+                    continue
+                chunk = os.read(fd, 65536)
+            except (OSError, ValueError):  # the pipe was closed under us
+                return
+            if not chunk:
+                return
+            data += chunk
+            while (message := _take_frame(data)) is not None:
+                data = message[1]
                 with self._changed:
-                    self.messages.append(message)
+                    self.messages.append(message[0])
                     self._changed.notify_all()
-        except (OSError, ValueError):
-            return
+
+    def stop_reading(self) -> None:
+        """End the reader thread (before the test closes the server's stdout itself)."""
+        self._stop.set()
+        self._reader.join(timeout=5)
 
     def send_raw(self, data: bytes) -> None:
         """Write bytes as they are."""
@@ -122,6 +148,7 @@ class WireServer:
             if self.proc.poll() is None:
                 self.proc.kill()
                 self.proc.wait()
+            self.stop_reading()
             for pipe in (self.proc.stdin, self.proc.stdout):
                 try:
                     if pipe is not None:
