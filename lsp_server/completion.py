@@ -29,6 +29,8 @@ CHARS_PER_TOKEN = 3.2
 # The prefix window starts on a multiple of this many lines, so it stays put while typing.
 WINDOW_STEP = 32
 SPARE_STEP = 256
+# After a one-line answer, the background keeps generating this many more lines into the cache.
+BACKGROUND_LINES = 1
 # Token healing: the prompt stops before the identifier being typed and the spaces before it (or
 # trailing spaces), and the answer must start with them. Otherwise the model is asked to continue
 # half a token: "user = U" became "UUser", and "user = " (a lone space token) made it write "0".
@@ -426,6 +428,10 @@ class CompletionService:
                 if "\n" in piece and runaway_at(job.raw) is not None:
                     # A completion that repeats itself only grows: stop the model, not just the display.
                     job.stats.runaway = True
+                    break
+                if "\n" in piece and not job.multiline and job.raw.count("\n") > BACKGROUND_LINES:
+                    # The cache serves typing through the line and accepting it, then the next line;
+                    # generating further kept the CPU busy 2 s after a storm (issue 12's soak).
                     break
         except Exception as exc:  # reported to the waiting request, and logged
             log.warning("generation failed: %s", exc)

@@ -158,3 +158,15 @@ def test_a_half_typed_name_is_completed_even_when_the_model_preferred_another(tm
     finally:
         backend.close()
         engine.stop()
+
+
+def test_the_background_stops_one_line_after_a_one_line_answer(tmp_path: Path) -> None:
+    lines = "".join(f"    value_{i} = compute({i})\n" for i in range(30))
+    svc = service(tmp_path, ' User.find_by_email(data["email"])\n' + lines)
+    prefix = 'def login():\n    data = request.get_json()\n    user = '
+    shown = svc.complete(CompletionRequest(key="k", path="app.py", language="python", prefix=prefix,
+                                           suffix="\n"), CancelToken())
+    assert shown.text == 'User.find_by_email(data["email"])'
+    assert svc.wait_idle(timeout=10)
+    # The shown line and the next one are cached (accept, then Enter); nothing past them is made.
+    assert 0 < svc.last.tokens < len(lines) // 8 and not svc.last.cancelled
