@@ -34,7 +34,8 @@ def postprocess(raw: str, prefix: str, suffix: str, *, multiline: bool, language
     `max_lines` lines when that is set (as-you-type requests: no ghost text fills the screen)."""
     text = _strip_fences(_CONTROL.sub("", raw))
     if not multiline:
-        text = text.split("\n", 1)[0]
+        line_before, tail = prefix.rsplit("\n", 1)[-1], suffix.split("\n", 1)[0]
+        text = logical_line(text, line_before, tail) or text.split("\n", 1)[0]
     else:
         text = _keep_scope(text, prefix)
         if max_lines > 0:
@@ -43,6 +44,22 @@ def postprocess(raw: str, prefix: str, suffix: str, *, multiline: bool, language
     text = _trim_suffix_overlap(text, prefix, suffix, multiline)
     text = syntax_cut(text.rstrip(), prefix, suffix, language) if language else text.rstrip()
     return text if text.strip() else ""
+
+
+MAX_LOGICAL_LINES = 8
+
+
+def logical_line(text: str, line_before: str, tail: str) -> str | None:
+    """The first logical line of `text`: its physical lines up to the one where every bracket
+    opened on the cursor's line is closed again (the rest of the line, `tail`, counted), or None
+    while it is not complete. A call spread over lines is one line to the user (issue 14)."""
+    depth = _balance(line_before) + (_balance(tail) if tail.strip() else 0)
+    lines = text.split("\n")
+    for i, line in enumerate(lines[:-1][:MAX_LOGICAL_LINES]):
+        depth += _balance(line)
+        if depth <= 0:
+            return "\n".join(lines[: i + 1])
+    return None
 
 
 def runaway_at(text: str) -> int | None:

@@ -19,7 +19,7 @@ from typing import Protocol
 import msgspec
 
 from codeflow.context.pack import estimate_tokens
-from codeflow.context.postprocess import decide_multiline, postprocess, runaway_at
+from codeflow.context.postprocess import MAX_LOGICAL_LINES, decide_multiline, logical_line, postprocess, runaway_at
 from codeflow.context.prompt import BuiltPrompt, PromptFormat, build_prompt
 from codeflow.lsp_server.settings import Settings
 from codeflow.quant.backend import Backend, CancelToken, GenOptions, GenStats, ModelInfo, Prompt
@@ -318,6 +318,19 @@ class CompletionService:
         finally:
             job.cancel.cancel()
 
+    @staticmethod
+    def _line_parts(raw: str, req: CompletionRequest) -> tuple[str, str, str]:
+        """(raw, the cursor line before the cursor, the rest of that line) for `logical_line`."""
+        return raw, req.prefix.rsplit("\n", 1)[-1], req.suffix.split("\n", 1)[0]
+
+    def _background_done(self, job: _Job) -> bool:
+        """Whether a one-line job holds its logical line and BACKGROUND_LINES more lines."""
+        raw = job.raw
+        if raw.count("\n") > MAX_LOGICAL_LINES + BACKGROUND_LINES:
+            return True
+        first = logical_line(*self._line_parts(raw, job.req))
+        return first is not None and raw[len(first) + 1:].count("\n") >= BACKGROUND_LINES
+
     def _max_lines(self, req: CompletionRequest) -> int:
         """The most lines an as-you-type block shows (0: no limit, for an invoked request)."""
         return 0 if req.invoked else self.settings.completion.max_lines_automatic
@@ -329,7 +342,7 @@ class CompletionService:
         if job.stats.tokens >= (cfg.max_tokens_invoked if multiline else cfg.max_tokens):
             return True
         if not multiline:
-            return "\n" in raw
+            return raw.count("\n") >= MAX_LOGICAL_LINES or logical_line(*self._line_parts(raw, req)) is not None
         if "\n" not in raw.lstrip("\n"):
             return False
         if 0 < self._max_lines(req) < raw.lstrip("\n").count("\n"):
@@ -429,7 +442,7 @@ class CompletionService:
                     # A completion that repeats itself only grows: stop the model, not just the display.
                     job.stats.runaway = True
                     break
-                if "\n" in piece and not job.multiline and job.raw.count("\n") > BACKGROUND_LINES:
+                if "\n" in piece and not job.multiline and self._background_done(job):
                     # The cache serves typing through the line and accepting it, then the next line;
                     # generating further kept the CPU busy 2 s after a storm (issue 12's soak).
                     break

@@ -98,3 +98,17 @@ def test_automatic_blocks_are_bounded() -> None:
 def test_syntax_cut_in_the_buffer(lang: str, prefix: str, raw: str, suffix: str, want: str) -> None:
     multiline = "\n" in raw
     assert postprocess(raw, prefix, suffix, multiline=multiline, language=lang) == want
+
+
+@pytest.mark.parametrize(
+    ("prefix", "raw", "suffix", "want"),
+    [
+        # A call spread over lines is one logical line: shown whole, not cut open after "a,".
+        ("total = compute(", "a,\n                b)\nprint(total)\n", "\n", "a,\n                b)"),
+        # The rest of the line closes the bracket: the first physical line is the logical one.
+        ("total = compute(", "a, b\nprint(total)\n", ")\n", "a, b"),
+        ("x = 1", "\ny = 2\n", "\n", ""),
+    ],
+)
+def test_a_one_line_answer_is_one_logical_line(prefix: str, raw: str, suffix: str, want: str) -> None:
+    assert postprocess(raw, prefix, suffix, multiline=False, language="python") == want
