@@ -37,6 +37,8 @@ class Reporter:
         self._loop_thread: int | None = None
         # Features that are off or degraded, and why: sent with every `codeflow/status`.
         self.degraded: dict[str, str] = {}
+        # What to run instead of the embedded demo model, when it is in use (issue 15).
+        self.recommendation = ""
         self._status: dict | None = None
 
     def bind_loop(self) -> None:
@@ -76,6 +78,8 @@ class Reporter:
         if self._status is None:
             return
         payload = {**self._status, "degraded": dict(self.degraded)}
+        if self.recommendation:
+            payload["recommendation"] = self.recommendation
         self.send(lambda: self._server.protocol.notify(STATUS_METHOD, payload))
 
     def problem(self, feature: str, message: str | None) -> None:

@@ -110,6 +110,22 @@ class CodeflowServer(LanguageServer):
                 await self.in_model_thread(self.runtime.load)
             finally:
                 self._progress_end(token)
+            await self._advise_on_default_model()
+
+    async def _advise_on_default_model(self) -> None:
+        """With the embedded demo model in use, the status carries what this machine could run
+        instead (issue 15); advice, so a failure to work it out is only logged."""
+        s = self.runtime.settings
+        if s.model.path or s.backend == "remote":
+            return
+        from codeflow.quant.recommend import default_model_advice
+
+        try:
+            self.report.recommendation = await asyncio.to_thread(default_model_advice, s.model.n_ctx)
+        except Exception as exc:  # presets or hardware probing failed: no advice, the model still runs
+            self.report.log(f"no model recommendation: {exc}", types.MessageType.Warning)
+            return
+        self.report.status()
 
     async def in_model_thread(self, call: Callable[..., T], *args: object) -> T:
         """`call(*args)` on the runtime's model threads, never the default executor (issue 12)."""

@@ -151,3 +151,12 @@ def summary(rec: Recommendation) -> str:
     parts = [f"{pick.role}: {describe_pick(pick)}" for pick in (rec.completion, rec.chat) if pick]
     parts += [f"{r.role}: remote {r.preset}" for r in rec.remote]
     return "; ".join(parts)
+
+
+def default_model_advice(n_ctx: int) -> str:
+    """What to run instead of the embedded demo model on this machine, in one line (the server's
+    status tooltip; `codeflow doctor` says the same with the commands)."""
+    from .hardware import probe
+    from .presets import load_presets
+
+    return f"The embedded model is a demo. This machine could run: {summary(recommend(load_presets(), probe(), n_ctx))}"

@@ -152,3 +152,16 @@ async def test_a_manual_trigger_generates_the_block_instead_of_the_cached_line(
         invoked = await ask(types.InlineCompletionTriggerKind.Invoked)
         assert automatic.tokens <= 6
         assert invoked.cache_hits == 0 and invoked.tokens > 6, invoked
+
+
+async def test_the_status_recommends_real_models_while_the_demo_model_runs(tmp_path: Path) -> None:
+    """Issue 15: with the embedded default model, the status says what this machine could run."""
+    from lsp_session import wait_for_status
+
+    root = tmp_path / "ws"
+    root.mkdir()
+    (root / "a.py").write_text("x = 1\n")
+    async with lsp_session(root, {}, tmp_path) as client:
+        status = await wait_for_status(client, lambda s: "recommendation" in s, timeout=120)
+        assert status["recommendation"].startswith("The embedded model is a demo. This machine could run:")
+        assert "completion:" in status["recommendation"]

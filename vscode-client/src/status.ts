@@ -9,6 +9,8 @@ export interface CodeflowStatus {
   model: string;
   state: ServerState;
   message: string;
+  /** Set while the embedded demo model is in use: what this machine could run instead. */
+  recommendation?: string;
 }
 
 export interface StatusView {
@@ -60,6 +62,9 @@ export function renderStatus(
   if (status.message) {
     lines.push(status.message);
   }
+  if (status.recommendation) {
+    lines.push(status.recommendation, 'Run "Codeflow: Choose Model…" to install one.');
+  }
   lines.push('Click for actions.');
   const view: StatusView = { text, tooltip: lines.join('\n') };
   if (status.state === 'error') {
@@ -96,5 +101,6 @@ export function parseStatus(params: unknown): CodeflowStatus | undefined {
     model: str(p.model),
     state: p.state as ServerState,
     message: str(p.message),
+    ...(str(p.recommendation) ? { recommendation: str(p.recommendation) } : {}),
   };
 }

@@ -18,6 +18,16 @@ describe('status bar rendering', () => {
     expect(v.background).toBeUndefined();
   });
 
+  it('shows the recommended models while the embedded demo model is in use', () => {
+    const advice = 'The embedded model is a demo. This machine could run: completion: qwen2.5-coder-0.5b IQ4_XS';
+    expect(renderStatus(base, true).tooltip).not.toContain('Choose Model');
+    const parsed = parseStatus({ ...base, degraded: {}, recommendation: advice });
+    expect(parsed?.recommendation).toBe(advice);
+    const v = renderStatus(parsed, true);
+    expect(v.tooltip).toContain(advice);
+    expect(v.tooltip).toContain('Codeflow: Choose Model…');
+  });
+
   it('spins while loading or indexing and shows the message', () => {
     const v = renderStatus({ ...base, state: 'indexing', message: '120/300 files' }, true);
     expect(v.text.startsWith('$(sync~spin)')).toBe(true);
