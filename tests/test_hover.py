@@ -13,7 +13,7 @@ from lsprotocol import types
 
 from codeflow.quant.models import default_chat_model_path
 from lsp_session import lsp_session, open_doc
-from test_actions import instruct_stats, messages, prompts, run_command
+from test_actions import instruct_stats, messages, prompts, run_command, wait_for_report
 
 DATA = Path(__file__).parent / "data" / "actions"
 TOTAL_DOC = "It doubles every item and returns them as a new list."
@@ -117,7 +117,7 @@ async def test_cancelling_an_explanation_stops_generation(workspace: Path, model
         uri = open_doc(client, workspace / "store.py")
         msg_id = str(uuid.uuid4())
         pending = await run_command(client, "codeflow.explainFunction", cursor(uri, 14, 5), msg_id=msg_id)
-        await asyncio.sleep(1.0)
+        await wait_for_report(client, timeout=60)  # the model is writing: text streamed
         client.protocol.notify(types.CANCEL_REQUEST, types.CancelParams(id=msg_id))
         with pytest.raises(Exception):
             await asyncio.wait_for(pending, timeout=10)

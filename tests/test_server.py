@@ -88,13 +88,26 @@ async def _start_endless(client, uri: str, line: int, col: int) -> tuple[str, as
     return msg_id, asyncio.wrap_future(future)
 
 
+async def _wait_generating(client, timeout: float = 60.0) -> None:
+    """Until the newest job is generating (a running job has tokens and no total time yet): a
+    cancel before that stops its prompt evaluation, with no token to count (issue 12)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while loop.time() < deadline:
+        last = await stats(client)
+        if last["tokens"] > 0 and last["total_s"] < 0:
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"the request never started generating: {last}")
+
+
 async def test_cancel_request_stops_generation(workspace: Path, models_dir: Path, tmp_path: Path) -> None:
     options = {"model": {"path": str(models_dir / "endless.gguf")}, **ENDLESS}
     async with lsp_session(workspace, options, tmp_path) as client:
         uri = open_doc(client, workspace / "main.py")
         await _warm_endless(client, uri)
         msg_id, pending = await _start_endless(client, uri, 9, 22)
-        await asyncio.sleep(1.0)
+        await _wait_generating(client)
         client.protocol.notify(types.CANCEL_REQUEST, types.CancelParams(id=msg_id))
         with pytest.raises(Exception):
             await asyncio.wait_for(pending, timeout=10)
@@ -114,7 +127,7 @@ async def test_newer_request_stops_the_stale_one(workspace: Path, models_dir: Pa
         uri = open_doc(client, workspace / "main.py")
         await _warm_endless(client, uri)
         old_id, old = await _start_endless(client, uri, 9, 22)
-        await asyncio.sleep(1.0)
+        await _wait_generating(client)
         new_id, new = await _start_endless(client, uri, 5, 8)
         result = await asyncio.wait_for(old, timeout=10)  # the stale request ends at once
         assert isinstance(result, dict | types.InlineCompletionList)
