@@ -157,10 +157,9 @@ def complete_raw(svc: CompletionService, backend: Any, case: dict[str, Any],
     multiline = decide_multiline(req.prefix, req.suffix, req.language, invoked)
     base, built, _ = svc.prompt_for(req, backend, multiline)
     typed = req.prefix[len(base):]
-    # Only the first line of a one-line answer is ever shown, by either arm: stop there. A block
-    # gets the automatic token cap, enough to run away in.
-    opts = GenOptions(max_tokens=MAX_BLOCK_TOKENS if multiline else MAX_LINE_TOKENS,
-                      stop=built.stop if multiline else (*built.stop, "\n"))
+    # A one-line answer gets a short cap (its logical line may span lines: a call over several),
+    # a block the automatic token cap, enough to run away in.
+    opts = GenOptions(max_tokens=MAX_BLOCK_TOKENS if multiline else MAX_LINE_TOKENS, stop=built.stop)
     texts = []
     for lead in ("", typed) if typed.strip() else ("",):
         prompt = Prompt(text=built.text, kind=built.kind, key="bench", lead=lead)
