@@ -77,14 +77,8 @@ async def _begin(ls: CodeflowServer, title: str, cancel: CancelToken) -> int | s
     listens on it, and LSP forbids creating it again), else on a token created here."""
     token = WORK_DONE_TOKEN.get()
     if token is None:
-        caps = ls.client_capabilities.window
-        if caps is None or not caps.work_done_progress:
-            return None
-        token = f"codeflow-{uuid.uuid4().hex[:8]}"
-        try:
-            await ls.work_done_progress.create_async(token)
-        except Exception as exc:  # a client that refuses progress still gets the result
-            ls.report.log(f"progress not available: {exc}")
+        token = await ls.new_progress_token()
+        if token is None:
             return None
     state(ls).cancels[str(token)] = cancel
     ls.work_done_progress.begin(token, types.WorkDoneProgressBegin(title=title, cancellable=True))

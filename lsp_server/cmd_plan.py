@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import msgspec
 
@@ -69,11 +71,7 @@ def handler(args: argparse.Namespace) -> int:
     except QuantError as exc:
         print(f"codeflow plan: {exc}", file=sys.stderr)
         return 2
-    if args.json:
-        sys.stdout.write(msgspec.json.format(msgspec.json.encode(result)).decode() + "\n")
-    else:
-        sys.stdout.write(render(result))
-    return 0
+    return _emit(result, args.json, render)
 
 
 def _gib(n: int) -> str:
@@ -119,11 +117,7 @@ def recommend_handler(args: argparse.Namespace) -> int:
     except QuantError as exc:
         print(f"codeflow plan: {exc}", file=sys.stderr)
         return 2
-    if args.json:
-        sys.stdout.write(msgspec.json.format(msgspec.json.encode(rec)).decode() + "\n")
-    else:
-        sys.stdout.write(render_recommendation(rec))
-    return 0
+    return _emit(rec, args.json, render_recommendation)
 
 
 def render_recommendation(rec) -> str:  # noqa: ANN001 - quant.recommend.Recommendation, imported lazily
@@ -143,3 +137,12 @@ def render_recommendation(rec) -> str:  # noqa: ANN001 - quant.recommend.Recomme
     for r in rec.remote:
         lines.append(f"remote       {r.role}: {r.display} ({r.repo}): {r.reason}")
     return "\n".join(lines) + "\n"
+
+
+def _emit(value: object, as_json: bool, render_text: Callable[[Any], str]) -> int:
+    """Print a plan or a recommendation: JSON for scripts, or text for people."""
+    if as_json:
+        sys.stdout.write(msgspec.json.format(msgspec.json.encode(value)).decode() + "\n")
+    else:
+        sys.stdout.write(render_text(value))
+    return 0

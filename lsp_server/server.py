@@ -131,17 +131,24 @@ class CodeflowServer(LanguageServer):
         """`call(*args)` on the runtime's model threads, never the default executor (issue 12)."""
         return await asyncio.get_running_loop().run_in_executor(self.runtime.model_calls, call, *args)
 
-    async def _progress_begin(self, title: str) -> str | None:
+    async def new_progress_token(self) -> str | None:
+        """A `$/progress` token created on the client, or None when it has no progress support
+        or refuses one (it still gets every result)."""
         caps = self.client_capabilities.window
         if caps is None or not caps.work_done_progress:
             return None
         token = f"codeflow-{uuid.uuid4().hex[:8]}"
         try:
             await self.work_done_progress.create_async(token)
-        except Exception as exc:  # a client that refuses progress still gets completions
+        except Exception as exc:  # a client that refuses progress still gets the result
             self.report.log(f"progress not available: {exc}")
             return None
-        self.work_done_progress.begin(token, types.WorkDoneProgressBegin(title=title, cancellable=False))
+        return token
+
+    async def _progress_begin(self, title: str) -> str | None:
+        token = await self.new_progress_token()
+        if token is not None:
+            self.work_done_progress.begin(token, types.WorkDoneProgressBegin(title=title, cancellable=False))
         return token
 
     def _progress_end(self, token: str | None, message: str = "") -> None:
