@@ -30,7 +30,10 @@ test: install-test test-python test-vscode test-e2e
 test-python:
 	$(BIN)/python -m pytest -q
 
-test-vscode:
+# package.json's settings are generated from lsp_server/settings.py (`npm run gen-settings`); a
+# stale copy fails here, before it is packaged.
+test-vscode: install-test
+	$(BIN)/python vscode-client/scripts/gen_configuration.py --check
 	cd vscode-client && npm ci --no-audit --no-fund && npm test && npx --no-install vsce package --out codeflow.vsix
 
 # The packaged extension in a real VS Code (code-server) in Chromium, against .venv/bin/codeflow

@@ -19,7 +19,7 @@ from lsprotocol import types
 from pygls.lsp.client import LanguageClient
 
 import report
-from codeflow.lsp_server.instruct import list_actions
+from codeflow.lsp_server.assistant.instruct import list_actions
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE = ROOT / "examples" / "flask_app"

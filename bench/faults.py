@@ -20,7 +20,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 from fault_server import FaultServer, StalledListener  # noqa: E402
 
-from codeflow.lsp_server.completion import Cancelled, CompletionRequest, CompletionService  # noqa: E402
+from codeflow.lsp_server.assistant.completion import Cancelled, CompletionRequest, CompletionService  # noqa: E402
 from codeflow.lsp_server.settings import RemoteSettings, Settings  # noqa: E402
 from codeflow.quant.backend import CancelToken  # noqa: E402
 from codeflow.quant.fallback import FallbackBackend  # noqa: E402

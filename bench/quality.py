@@ -38,7 +38,7 @@ from recall import fetch
 
 from codeflow.context.edits import error_count
 from codeflow.context.postprocess import decide_multiline, degenerate_phrase, postprocess, runaway_at
-from codeflow.lsp_server.completion import CompletionRequest, CompletionService, continuation
+from codeflow.lsp_server.assistant.completion import CompletionRequest, CompletionService, continuation
 from codeflow.lsp_server.settings import Settings
 from codeflow.quant.backend import CancelToken, GenOptions, Prompt
 
@@ -237,7 +237,7 @@ def _share(items: list[dict[str, Any]], key: str) -> float:
 
 def run_chat(functions: list[tuple[str, str]], chat_model: str) -> dict[str, Any]:
     """Explanations of functions without and with this tree's penalty and early stop."""
-    from codeflow.lsp_server import explain, instruct
+    from codeflow.lsp_server.assistant import explain, instruct
     from codeflow.quant.local import LocalBackend
     from codeflow.quant.models import resolve_chat_model
 

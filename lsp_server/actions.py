@@ -1,4 +1,4 @@
-"""Code actions and hovers: thin pygls handlers over instruct.py and explain.py (issue 6).
+"""Code actions and hovers: pygls handlers over the assistant facade (issues 6 and 17).
 
 `textDocument/codeAction` lists at once; the model runs in `codeAction/resolve` or in the
 `codeflow.runAction` command, which streams the partial answer as cancellable `$/progress` and
@@ -10,23 +10,21 @@ from __future__ import annotations
 
 import asyncio
 import time
-import uuid
 from collections.abc import Callable
 from typing import Any
 
 import msgspec
 from lsprotocol import types
 
-from codeflow.context import edits
 from codeflow.context.edits import EditPlan
 from codeflow.context.errors import ContextError, EditRejectedError
-from codeflow.lsp_server import convert, explain, instruct
-from codeflow.lsp_server.completion import Cancelled
+from codeflow.lsp_server import convert
+from codeflow.lsp_server.assistant import explain, instruct
+from codeflow.lsp_server.assistant.jobs import Cancelled, Job
 from codeflow.lsp_server.protocol import WORK_DONE_TOKEN
 from codeflow.lsp_server.server import CodeflowServer, fs_path, server
 from codeflow.quant.backend import CancelToken
-from codeflow.quant.errors import ModelNotFoundError, QuantError
-from codeflow.quant.fallback import LocalOnlyBackend
+from codeflow.quant.errors import QuantError
 
 RUN_ACTION = "codeflow.runAction"
 EXPLAIN = "codeflow.explainFunction"
@@ -36,37 +34,6 @@ KINDS = [types.CodeActionKind.QuickFix, types.CodeActionKind.RefactorExtract, ty
 PROGRESS_EVERY_S = 0.1
 # The change annotation every AI edit carries, so the editor previews it before applying.
 ANNOTATION = "codeflow.ai"
-
-
-class State:
-    """What actions and hovers keep on the server: the explainer, progress cancels, last stats."""
-
-    def __init__(self, ls: CodeflowServer) -> None:
-        rt = ls.runtime
-        self.explainer = explain.Explainer(rt.chat_backend, lambda: _model_key(ls), lambda e: _report(ls, e))
-        self.cancels: dict[str, CancelToken] = {}
-        self.last = instruct.Stats()
-
-
-def state(ls: CodeflowServer) -> State:
-    """The actions state, made on first use."""
-    if not hasattr(ls, "_actions_state"):
-        ls._actions_state = State(ls)
-    return ls._actions_state
-
-
-def _model_key(ls: CodeflowServer) -> str:
-    s = ls.runtime.settings
-    return f"{s.backend}|{s.model.chat_path}|{s.remote.url}|{s.remote.chat_model}"
-
-
-def _report(ls: CodeflowServer, exc: Exception, what: str = "") -> None:
-    """A failed model call: tell the user once, log it always; the server keeps serving."""
-    if isinstance(exc, ModelNotFoundError) and "chat model" in ls.report.degraded:
-        # The missing chat model was told once already (and is in the status): not again per feature.
-        ls.report.log(f"{what}{exc}", types.MessageType.Warning)
-        return
-    ls.report.show(f"{what}{exc}", key=type(exc).__name__ + what)
 
 
 # Progress --------------------------------------------------------------------------------------
@@ -80,7 +47,7 @@ async def _begin(ls: CodeflowServer, title: str, cancel: CancelToken) -> int | s
         token = await ls.new_progress_token()
         if token is None:
             return None
-    state(ls).cancels[str(token)] = cancel
+    ls.progress_cancels[str(token)] = cancel
     ls.work_done_progress.begin(token, types.WorkDoneProgressBegin(title=title, cancellable=True))
     return token
 
@@ -103,14 +70,14 @@ def _reporter(ls: CodeflowServer, token: int | str | None, shown: Callable[[str]
 
 def _end(ls: CodeflowServer, token: int | str | None, message: str) -> None:
     if token is not None:
-        state(ls).cancels.pop(str(token), None)
+        ls.progress_cancels.pop(str(token), None)
         ls.work_done_progress.end(token, types.WorkDoneProgressEnd(message=message or None))
 
 
 @server.feature(types.WINDOW_WORK_DONE_PROGRESS_CANCEL)
 def work_done_progress_cancel(ls: CodeflowServer, params: types.WorkDoneProgressCancelParams) -> None:
     """The user pressed cancel on an action's or explanation's progress."""
-    cancel = state(ls).cancels.get(str(params.token))
+    cancel = ls.progress_cancels.get(str(params.token))
     if cancel is not None:
         cancel.cancel()
 
@@ -172,25 +139,9 @@ async def code_action_resolve(ls: CodeflowServer, action: types.CodeAction) -> t
     return action
 
 
-def _follow_cancel_request(ls: CodeflowServer) -> None:
-    """Let `$/cancelRequest` on `workspace/executeCommand` reach the running command.
-
-    pygls runs a command in a task of its own behind the request's future, and a cancel only
-    cancels that future (`_run_generator` in pygls's protocol/json_rpc.py). The request's future
-    is registered just before the command's task, so the entry before ours is it.
-    """
-    task = asyncio.current_task()
-    futures = list(getattr(ls.protocol, "_request_futures", {}).values())
-    index = next((i for i, f in enumerate(futures) if f is task), 0)
-    if task is None or index == 0 or isinstance(futures[index - 1], asyncio.Task):
-        return
-    futures[index - 1].add_done_callback(lambda f: task.cancel() if f.cancelled() else None)
-
-
 @server.command(RUN_ACTION)
 async def run_action(ls: CodeflowServer, *args: Any) -> dict:
     """Run an action with streamed, cancellable progress, then apply it with `workspace/applyEdit`."""
-    _follow_cancel_request(ls)
     result = await _run(ls, args[0] if args else None, "Codeflow")
     if result is None:
         return {"applied": False, "text": ""}
@@ -198,7 +149,7 @@ async def run_action(ls: CodeflowServer, *args: Any) -> dict:
     answer = await ls.workspace_apply_edit_async(types.ApplyWorkspaceEditParams(edit=edit, label="Codeflow"))
     if not answer.applied:
         ls.report.show(f"the editor did not apply the edit: {answer.failure_reason or 'no reason given'}",
-                       types.MessageType.Warning, key=uuid.uuid4().hex)
+                       types.MessageType.Warning, limit=False)
     return {"applied": answer.applied, "text": plan.code}
 
 
@@ -216,31 +167,28 @@ async def _run(ls: CodeflowServer, raw: object, title: str) -> tuple[types.Works
         if local_only is None:
             return None
     except EditRejectedError as exc:
-        ls.report.show(f"{title}: {exc}; nothing was changed", types.MessageType.Warning, key=uuid.uuid4().hex)
+        ls.report.error(exc, f"{title}: ", asked=True)
         return None
     except (msgspec.ValidationError, ContextError) as exc:
-        ls.report.show(f"cannot run this action: {exc}", types.MessageType.Warning, key=uuid.uuid4().hex)
+        ls.report.error(exc, "cannot run this action: ", asked=True)
         return None
-    state(ls).explainer.stop_all()
-    cancel = CancelToken()
-    token = await _begin(ls, title, cancel)
+    job = ls.assistant.action_job()
+    token = await _begin(ls, title, job.cancel)
     outcome = "cancelled"
+    on_text = _reporter(ls, token, lambda t: instruct.display_answer(t, f"```{language}\n"))
     try:
-        plan = await ls.in_model_thread(_execute, ls, data, text, language, cancel, _reporter(
-            ls, token, lambda t: instruct.display_answer(t, f"```{language}\n")), local_only)
+        plan = await ls.in_model_thread(ls.assistant.run_action, data, fs_path(data.uri), text, language, job,
+                                        on_text, local_only)
         outcome = "done"
     except asyncio.CancelledError:
-        cancel.cancel()
+        job.cancel.cancel()
         raise
     except Cancelled:
         return None
-    except EditRejectedError as exc:
-        outcome = f"rejected: {exc}"
-        ls.report.show(f"{title}: {exc}; nothing was changed", types.MessageType.Warning, key=uuid.uuid4().hex)
-        return None
     except (QuantError, ContextError, ValueError) as exc:
-        outcome = f"failed: {exc}"
-        _report(ls, exc, f"{title} failed: ")
+        outcome = f"{'rejected' if isinstance(exc, EditRejectedError) else 'failed'}: {exc}"
+        ls.report.error(exc, f"{title}: " if isinstance(exc, EditRejectedError) else f"{title} failed: ",
+                        asked=True)
         return None
     finally:
         _end(ls, token, outcome)
@@ -253,25 +201,6 @@ def _short_title(action: str, fallback: str) -> str:
     return kind.title.split(":")[0].removesuffix(" (AI)") if kind is not None else fallback
 
 
-def _execute(ls: CodeflowServer, data: instruct.ActionData, text: str, language: str, cancel: CancelToken,
-             on_text: Callable[[str], None], local_only: bool = False) -> EditPlan:
-    """Blocking, in a worker thread: context, prompt, model, checked edit plan."""
-    stats = instruct.Stats()
-    state(ls).last = stats
-    backend = ls.runtime.chat_backend()
-    if local_only:  # a private document: no fallback may send it to a remote endpoint
-        backend = LocalOnlyBackend(backend)
-    path = fs_path(data.uri)
-    budget = ls.runtime.settings.context.budget_tokens if ls.runtime.settings.context.enabled else 0
-    engine = ls.runtime.settled_engine()
-
-    def context_for(room: int) -> str:
-        return instruct.gather_context(engine, path, text, data.start_line, min(budget, room), None)
-
-    return instruct.run_action(backend, data, text, language, ls.display_path(str(path)), context_for,
-                               cancel, on_text, stats)
-
-
 def _checked_edit(ls: CodeflowServer, data: instruct.ActionData, text: str, version: int | None,
                   plan: EditPlan, title: str, language: str) -> tuple[types.WorkspaceEdit, EditPlan] | None:
     """The WorkspaceEdit for the document as it is now: the plan as made when the user did not type
@@ -279,10 +208,9 @@ def _checked_edit(ls: CodeflowServer, data: instruct.ActionData, text: str, vers
     try:
         now_text, now_version = ls.read_open(data.uri)
         if now_version != version or now_text != text:
-            plan = edits.rebase_plan(plan, text, data.start_line, data.end_line, now_text, language)
+            plan = ls.assistant.rebase(plan, data, text, now_text, language)
     except ContextError as exc:
-        ls.report.show(f"{title}: the document changed while the model was answering ({exc}); "
-                       "nothing was changed", types.MessageType.Warning, key=uuid.uuid4().hex)
+        ls.report.error(exc, f"{title}: the document changed while the model was answering: ", asked=True)
         return None
     return _workspace_edit(ls, data.uri, now_version, now_text, plan, title), plan
 
@@ -323,12 +251,12 @@ def _position(lines: list[str], line: int, col: int) -> types.Position:
 @server.feature(types.TEXT_DOCUMENT_HOVER)
 async def hover(ls: CodeflowServer, params: types.HoverParams) -> types.Hover | None:
     """The known facts at once, plus the explanation if it is cached or ready within hover.waitMs."""
-    settings = ls.runtime.settings.hover
+    settings = ls.assistant.settings.hover
     found = await _facts(ls, params.text_document.uri, params.position) if settings.enabled else None
     if found is None:
         return None
     facts, span = found
-    explainer = state(ls).explainer
+    explainer = ls.assistant.explainer
     text, note = explainer.cached(facts), ""
     if text is None:
         text, note = await _first_sentence(explainer.start(facts, settings.explain_max_tokens), settings.wait_ms)
@@ -336,7 +264,7 @@ async def hover(ls: CodeflowServer, params: types.HoverParams) -> types.Hover | 
     return types.Hover(contents=types.MarkupContent(kind=types.MarkupKind.Markdown, value=value), range=span)
 
 
-async def _first_sentence(job: explain.Job, wait_ms: int) -> tuple[str | None, str]:
+async def _first_sentence(job: Job, wait_ms: int) -> tuple[str | None, str]:
     """(text, note) for a hover: up to `wait_ms` for the whole explanation or its first sentence.
 
     A hover is a snapshot that no client refreshes, so "being written" stayed forever (issue 13):
@@ -370,10 +298,8 @@ async def _facts(ls: CodeflowServer, uri: str, position: types.Position) -> tupl
     # The explainer is shared by every document: a private one gets no AI explanation at all.
     if ls.is_private(doc.path or uri, "explain", local_ok=False) is None:
         return None
-    path = fs_path(uri)
-    engine = await asyncio.to_thread(ls.runtime.settled_engine)
-    facts = await asyncio.to_thread(explain.describe, engine, path, ls.display_path(str(path)),
-                                    prefix + suffix, language, position.line, word[0])
+    facts = await asyncio.to_thread(ls.assistant.describe, fs_path(uri), prefix + suffix, language,
+                                    position.line, word[0])
     if facts is None:
         return None
     lines = [line_text]
@@ -385,7 +311,6 @@ async def _facts(ls: CodeflowServer, uri: str, position: types.Position) -> tupl
 @server.command(EXPLAIN)
 async def explain_function(ls: CodeflowServer, *args: Any) -> dict:
     """Stream the explanation of the function at {uri, position} through `$/progress`; returns {text}."""
-    _follow_cancel_request(ls)
     try:
         target = msgspec.convert(args[0] if args else None, convert.CursorArg)
     except msgspec.ValidationError as exc:
@@ -396,15 +321,15 @@ async def explain_function(ls: CodeflowServer, *args: Any) -> dict:
     if found is None:
         return {"text": ""}
     facts = found[0]
-    cached = state(ls).explainer.cached(facts)
+    cached = ls.assistant.explainer.cached(facts)
     if cached is not None:
         return {"text": cached}
     return await _stream_explanation(ls, facts)
 
 
 async def _stream_explanation(ls: CodeflowServer, facts: explain.Facts) -> dict:
-    explainer = state(ls).explainer
-    job = explainer.start(facts, ls.runtime.settings.hover.explain_max_tokens, pinned=True)
+    explainer = ls.assistant.explainer
+    job = explainer.start(facts, ls.assistant.settings.hover.explain_max_tokens, pinned=True)
     watcher = CancelToken()
     token = await _begin(ls, f"Explaining {facts.name}", watcher)
     sent, cancelled = "", False
@@ -424,7 +349,7 @@ async def _stream_explanation(ls: CodeflowServer, facts: explain.Facts) -> dict:
     if cancelled or isinstance(job.error, Cancelled):
         return {"text": ""}
     if job.error is not None:
-        _report(ls, job.error, "explanation failed: ")
+        ls.report.error(job.error, "explanation failed: ", asked=True)
         return {"text": "", "error": str(job.error)}
     return {"text": job.text}
 
@@ -432,5 +357,4 @@ async def _stream_explanation(ls: CodeflowServer, facts: explain.Facts) -> dict:
 @server.feature(STATS)
 def instruct_stats(ls: CodeflowServer, params: object) -> dict:
     """Timings of the last code action and the last explanation."""
-    st = state(ls)
-    return {"action": msgspec.to_builtins(st.last), "explain": msgspec.to_builtins(st.explainer.last)}
+    return ls.assistant.instruct_stats()

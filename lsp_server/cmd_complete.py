@@ -12,9 +12,9 @@ import msgspec
 from codeflow.context.engine import parse_position
 from codeflow.context.errors import PositionError
 from codeflow.lsp_server import settings as config
-from codeflow.lsp_server.completion import CompletionRequest
+from codeflow.lsp_server.assistant.completion import CompletionRequest
 from codeflow.lsp_server.convert import language_of
-from codeflow.lsp_server.runtime import Runtime
+from codeflow.lsp_server.assistant.runtime import Runtime
 from codeflow.quant.backend import CancelToken
 from codeflow.quant.errors import QuantError
 

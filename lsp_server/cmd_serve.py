@@ -70,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
     address = parse_address(args.tcp) if args.tcp else None
     if address is not None:
         check_exposure(address[0], args.allow_remote_clients)
-    from codeflow.lsp_server.server import server
+    from codeflow.lsp_server.app import server
 
     if address is not None:
         server.start_tcp(*address)

@@ -6,7 +6,7 @@ import msgspec
 from lsprotocol import types
 
 from codeflow.context.errors import PositionError
-from codeflow.lsp_server.completion import Completion
+from codeflow.lsp_server.assistant.completion import Completion
 
 EXTENSION_LANGUAGES = {
     ".py": "python", ".pyi": "python", ".js": "javascript", ".mjs": "javascript", ".cjs": "javascript",

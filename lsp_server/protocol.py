@@ -100,21 +100,31 @@ class CodeflowProtocol(LanguageServerProtocol):
         # A class hook: it also receives bool and the int- and str-based enums (see above).
         for kind in (int, str):
             converter.register_structure_hook(kind, _strict_scalar)
+        # The request being dispatched, and the tasks of running commands by request id.
+        self._dispatching: MsgId | None = None
+        self._command_tasks: dict[MsgId, asyncio.Task] = {}
 
     @lsp_method(types.WORKSPACE_EXECUTE_COMMAND)
     def lsp_workspace__execute_command(self, params: types.ExecuteCommandParams) -> Generator[Any, Any, Any]:
         """pygls's command dispatch; an async command sees the client's `workDoneToken` in
-        `WORK_DONE_TOKEN`, set inside the command's own task only (issue 13, bug 9)."""
+        `WORK_DONE_TOKEN`, set inside the command's own task only (issue 13, bug 9), and a
+        `$/cancelRequest` for the command's request cancels that task (see `_handle_cancel_notification`)."""
         inner = super().lsp_workspace__execute_command(params)
         handler, args, kwargs = next(inner)
         if asyncio.iscoroutinefunction(handler):
-            command, token = handler, params.work_done_token
+            command, token, msg_id = handler, params.work_done_token, self._dispatching
 
-            async def with_token(*a: Any, **k: Any) -> Any:
+            async def tracked(*a: Any, **k: Any) -> Any:
                 WORK_DONE_TOKEN.set(token)
-                return await command(*a, **k)
+                task = asyncio.current_task()
+                if task is not None and msg_id is not None:
+                    self._command_tasks[msg_id] = task
+                try:
+                    return await command(*a, **k)
+                finally:
+                    self._command_tasks.pop(msg_id, None)
 
-            handler = with_token
+            handler = tracked
         try:
             inner.send((yield handler, args, kwargs))
         except StopIteration as stop:
@@ -126,10 +136,22 @@ class CodeflowProtocol(LanguageServerProtocol):
         """pygls's dispatch, without its leak: it files a notification's future under a fresh id
         in `_request_futures` and never removes it (2 KB per keystroke: +11 MB over the 6,000-
         keystroke soak). Requests are removed when answered; notifications now when done."""
-        super()._execute_handler(msg_id, handler, callback, args, kwargs)
+        self._dispatching = msg_id
+        try:
+            super()._execute_handler(msg_id, handler, callback, args, kwargs)
+        finally:
+            self._dispatching = None
         future = self._request_futures.get(msg_id)
         if future is not None and callback == self._check_handler_result:
             future.add_done_callback(lambda _: self._request_futures.pop(msg_id, None))
+
+    def _handle_cancel_notification(self, msg_id: MsgId) -> None:
+        """pygls cancels only a command's request future, not the task running the command
+        (`_run_generator` in pygls's protocol/json_rpc.py), so a cancelled action ran on."""
+        task = self._command_tasks.pop(msg_id, None)
+        if task is not None:
+            task.cancel()
+        super()._handle_cancel_notification(msg_id)
 
     def pending(self) -> int:
         """Requests and notifications whose handlers have not ended (for `codeflow/stats`)."""

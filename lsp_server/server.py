@@ -1,4 +1,9 @@
-"""The Codeflow language server: thin pygls handlers over the runtime (see STYLE.md)."""
+"""The Codeflow language server: the server object and its document and completion handlers.
+
+Handlers translate LSP into calls on the assistant facade (`assistant/facade.py`) and back
+(STYLE.md; docs/architecture.md). Code actions and hovers are in `actions.py`; `app.py` puts
+the two together.
+"""
 
 from __future__ import annotations
 
@@ -22,14 +27,15 @@ from pygls.workspace import TextDocument
 from codeflow.context.errors import ContextError, UnreadableFileError
 from codeflow.context.files import read_closed_file
 from codeflow.context.walk import FileFilter
-from codeflow.context.workspace import private_to
 from codeflow.lsp_server import __version__, convert
-from codeflow.lsp_server.completion import Cancelled, Completion, CompletionRequest
-from codeflow.lsp_server.explain import CHAT_OFF, chat_model_problem
+from codeflow.lsp_server.assistant.completion import Completion, CompletionRequest
+from codeflow.lsp_server.assistant.explain import CHAT_OFF, chat_model_problem
+from codeflow.lsp_server.assistant.facade import Assistant
+from codeflow.lsp_server.assistant.jobs import Cancelled
 from codeflow.lsp_server.protocol import CodeflowProtocol, ProtocolError, serve_stdio
 from codeflow.lsp_server.report import Reporter
-from codeflow.lsp_server.runtime import Runtime
 from codeflow.lsp_server.settings import Settings, apply_layer, build
+from codeflow.quant.backend import CancelToken
 from codeflow.quant.errors import QuantError
 
 log = logging.getLogger("codeflow")
@@ -47,15 +53,15 @@ class CodeflowServer(LanguageServer):
     def __init__(self) -> None:
         super().__init__("codeflow", __version__, protocol_cls=CodeflowProtocol)
         self.report = Reporter(self)
-        self.runtime = Runtime(Settings(), None, self._on_status)
-        self.runtime.on_problem = self.report.problem
-        self.roots: list[Path] = []
+        self.assistant = Assistant(self._on_status, self.report.problem, self.report.error)
+        # Progress tokens of running actions and explanations: the user may cancel them.
+        self.progress_cancels: dict[str, CancelToken] = {}
         self._load_lock: asyncio.Lock | None = None
 
     def shutdown(self) -> None:
         """Also on a lost connection: stop generating and free the models, so the process ends."""
         try:
-            self.runtime.close()
+            self.assistant.close()
         finally:
             super().shutdown()
 
@@ -85,11 +91,11 @@ class CodeflowServer(LanguageServer):
 
         The log level changes only when a layer changes `logLevel` (`level_before`: the level the
         comparison starts from): the default must not override `serve --log-level` (issue 12)."""
-        level_before = level_before or self.runtime.settings.log_level
-        settings, errors = apply_layer(self.runtime.settings, raw)
+        level_before = level_before or self.assistant.settings.log_level
+        settings, errors = apply_layer(self.assistant.settings, raw)
         for error in errors:
             self.report.show(f"{error} (from {source}); keeping the previous value", key=str(error))
-        self.runtime.apply(settings)
+        self.assistant.apply(settings)
         # Told once, and kept in `codeflow/status` for the editors' status and health checks.
         missing = chat_model_problem(settings)
         if missing is not None or self.report.degraded.get("chat model", "").startswith(CHAT_OFF):
@@ -102,12 +108,11 @@ class CodeflowServer(LanguageServer):
         if self._load_lock is None:
             self._load_lock = asyncio.Lock()
         async with self._load_lock:
-            backend = self.runtime.backend()
-            if getattr(backend, "status", None) is not None:
+            if self.assistant.loaded():
                 return
             token = await self._progress_begin("Loading model")
             try:
-                await self.in_model_thread(self.runtime.load)
+                await self.in_model_thread(self.assistant.load)
             finally:
                 self._progress_end(token)
             await self._advise_on_default_model()
@@ -115,7 +120,7 @@ class CodeflowServer(LanguageServer):
     async def _advise_on_default_model(self) -> None:
         """With the embedded demo model in use, the status carries what this machine could run
         instead (issue 15); advice, so a failure to work it out is only logged."""
-        s = self.runtime.settings
+        s = self.assistant.settings
         if s.model.path or s.backend == "remote":
             return
         from codeflow.quant.recommend import default_model_advice
@@ -129,7 +134,7 @@ class CodeflowServer(LanguageServer):
 
     async def in_model_thread(self, call: Callable[..., T], *args: object) -> T:
         """`call(*args)` on the runtime's model threads, never the default executor (issue 12)."""
-        return await asyncio.get_running_loop().run_in_executor(self.runtime.model_calls, call, *args)
+        return await asyncio.get_running_loop().run_in_executor(self.assistant.model_calls, call, *args)
 
     async def new_progress_token(self) -> str | None:
         """A `$/progress` token created on the client, or None when it has no progress support
@@ -175,7 +180,7 @@ class CodeflowServer(LanguageServer):
     def request_at(self, uri: str, source: str, position: types.Position, invoked: bool) -> CompletionRequest | None:
         """A completion request for a cursor, or None when this document is not completed."""
         doc = self.workspace.get_text_document(uri)
-        settings = self.runtime.settings.completion
+        settings = self.assistant.settings.completion
         language = convert.language_of(doc.path or uri, doc.language_id)
         if not settings.enabled or language in settings.disabled_languages:
             return None
@@ -187,7 +192,7 @@ class CodeflowServer(LanguageServer):
             return None
         prefix, suffix = convert.split_at(source, position)
         return CompletionRequest(
-            key=uri, path=self.display_path(doc.path or uri), language=language,
+            key=uri, path=self.assistant.display_path(doc.path or uri), language=language,
             prefix=prefix, suffix=suffix, invoked=invoked, local_only=local_only,
         )
 
@@ -195,13 +200,9 @@ class CodeflowServer(LanguageServer):
         """False for an ordinary file; for a private one (secret or ignored, by name or resolved
         target, or outside every root) True, local-only, or None, off, when only a remote
         backend is configured. The user is told which, once per file (issue 11, section 3)."""
-        engine = self.runtime.engine
-        c = self.runtime.settings.context
-        private = engine.is_private(Path(path)) if engine is not None else \
-            private_to(self.roots, path, c.exclude, c.secret_globs)
-        if not private:
+        if not self.assistant.is_private(path):
             return False
-        settings = self.runtime.settings
+        settings = self.assistant.settings
         if not settings.remote.url or settings.backend == "local":
             return True  # nothing could go remote: no need to tell
         off = settings.backend == "remote" or not local_ok
@@ -235,18 +236,9 @@ class CodeflowServer(LanguageServer):
         path = to_fs_path(uri) if uri.startswith("file:") else None
         if path is None:
             raise UnreadableFileError(f"cannot read {uri}: not an open document or a file URI")
-        c = self.runtime.settings.context
-        filters = [FileFilter(r.resolve(), c.exclude, c.secret_globs, c.max_file_bytes) for r in self.roots]
+        c = self.assistant.settings.context
+        filters = [FileFilter(r.resolve(), c.exclude, c.secret_globs, c.max_file_bytes) for r in self.assistant.roots]
         return read_closed_file(Path(path), filters, c.max_file_bytes)
-
-    def display_path(self, path: str) -> str:
-        """A path relative to the workspace root, as the prompt names it."""
-        for root in self.roots:
-            try:
-                return Path(path).relative_to(root).as_posix()
-            except ValueError:
-                continue
-        return Path(path).name
 
     async def show_context(self, args: list) -> dict:
         """`codeflow.showContext`: args[0] is {uri, position}; bad arguments get a clear error."""
@@ -259,12 +251,12 @@ class CodeflowServer(LanguageServer):
         except ContextError as exc:  # an unreadable file or a position outside it: a bad argument
             raise JsonRpcInvalidParams(f"{SHOW_CONTEXT}: {exc}") from exc
         line, col = prefix.count("\n"), len(prefix) - prefix.rfind("\n") - 1
-        return await asyncio.to_thread(self.runtime.pack_context, fs_path(target.uri), prefix + suffix, line, col)
+        return await asyncio.to_thread(self.assistant.context_view, fs_path(target.uri), prefix + suffix, line, col)
 
     async def complete(self, uri: str, position: types.Position, invoked: bool) -> Completion | None:
         """Run the pipeline off the loop; a cancelled request stops its generation, and a newer
         request for the same document supersedes it (answered empty at once)."""
-        cancel = self.runtime.completion.begin(uri)
+        cancel = self.assistant.begin_completion(uri)
         try:
             req = self.request_at(uri, (await self.read(uri))[0], position, invoked)
         except ContextError as exc:
@@ -276,14 +268,12 @@ class CodeflowServer(LanguageServer):
         if cancel.cancelled:
             return None
         try:
-            return await self.in_model_thread(self.runtime.completion.complete, req, cancel)
+            return await self.in_model_thread(self.assistant.complete, req, cancel)
         except asyncio.CancelledError:
             cancel.cancel()
             raise
-        except Cancelled:
-            return None
-        except QuantError as exc:
-            self.report.show(str(exc), key=type(exc).__name__)
+        except (Cancelled, QuantError) as exc:
+            self.report.error(exc)
             return None
 
 
@@ -300,10 +290,9 @@ def initialize(ls: CodeflowServer, params: types.InitializeParams) -> None:
     """Build settings from codeflow.toml and initializationOptions; remember the roots."""
     folders = params.workspace_folders or []
     uris = [f.uri for f in folders] or ([params.root_uri] if params.root_uri else [])
-    ls.roots = [Path(to_fs_path(u) or u) for u in uris]
-    settings, errors = build(ls.roots[0] if ls.roots else None)
-    ls.runtime.settings = settings
-    ls.runtime.workspace = ls.roots[0] if ls.roots else None
+    roots = [Path(to_fs_path(u) or u) for u in uris]
+    settings, errors = build(roots[0] if roots else None)
+    ls.assistant.set_workspace(roots, settings)
     for error in errors:
         ls.report.show(str(error), key=str(error))
     # Compared with the default, so that a level from codeflow.toml applies as well.
@@ -314,9 +303,8 @@ def initialize(ls: CodeflowServer, params: types.InitializeParams) -> None:
 async def initialized(ls: CodeflowServer, params: types.InitializedParams) -> None:
     """Start indexing and loading in the background; neither blocks requests."""
     ls.report.bind_loop()
-    token = await ls._progress_begin("Indexing workspace") if ls.roots else None
-    ls.runtime.start_context(ls.roots, ls.index_progress(token))
-    if token is not None and ls.runtime.engine is None:
+    token = await ls._progress_begin("Indexing workspace") if ls.assistant.roots else None
+    if not ls.assistant.start_indexing(ls.index_progress(token)) and token is not None:
         ls._progress_end(token)
     asyncio.ensure_future(ls.ensure_loaded())
 
@@ -324,7 +312,7 @@ async def initialized(ls: CodeflowServer, params: types.InitializedParams) -> No
 @server.feature(types.TEXT_DOCUMENT_DID_OPEN)
 def did_open(ls: CodeflowServer, params: types.DidOpenTextDocumentParams) -> None:
     """Unsaved buffers override the disk in the context engine."""
-    ls.runtime.set_buffer(fs_path(params.text_document.uri), params.text_document.text)
+    ls.assistant.set_buffer(fs_path(params.text_document.uri), params.text_document.text)
 
 
 @server.feature(types.TEXT_DOCUMENT_DID_CHANGE)
@@ -332,16 +320,16 @@ def did_change(ls: CodeflowServer, params: types.DidChangeTextDocumentParams) ->
     """pygls applied the incremental change already; pass the new text and the edit on."""
     doc = ls.workspace.get_text_document(params.text_document.uri)
     path = fs_path(doc.uri)
-    ls.runtime.set_buffer(path, doc.source)
+    ls.assistant.set_buffer(path, doc.source)
     for change in params.content_changes:
         if isinstance(change, types.TextDocumentContentChangePartial):
-            ls.runtime.record_edit(path, change.range.start.line, change.text)
+            ls.assistant.record_edit(path, change.range.start.line, change.text)
 
 
 @server.feature(types.TEXT_DOCUMENT_DID_CLOSE)
 def did_close(ls: CodeflowServer, params: types.DidCloseTextDocumentParams) -> None:
     """Forget the buffer and its completion cache."""
-    ls.runtime.drop_buffer(fs_path(params.text_document.uri), params.text_document.uri)
+    ls.assistant.drop_buffer(fs_path(params.text_document.uri), params.text_document.uri)
 
 
 @server.feature(types.WORKSPACE_DID_CHANGE_CONFIGURATION)
@@ -394,16 +382,13 @@ async def show_context(ls: CodeflowServer, *args: object) -> dict:
 def stats(ls: CodeflowServer, params: object) -> dict:
     """Diagnostics of the last completion job (timings, tokens, cancellation), and cumulative
     counters since the start (`totals`: requests, generations, in-flight maximum)."""
-    service = ls.runtime.completion
-    totals = {**msgspec.to_builtins(service.totals), "pending_handlers": ls.protocol.pending()}
-    return {**msgspec.to_builtins(service.last), "previous": msgspec.to_builtins(service.previous),
-            "totals": totals}
+    answer = ls.assistant.completion_stats()
+    answer["totals"]["pending_handlers"] = ls.protocol.pending()
+    return answer
 
 
 @server.feature(types.SHUTDOWN)
 async def shutdown(ls: CodeflowServer, params: None) -> None:
     """Stop generating and release the models before exit."""
-    await asyncio.to_thread(ls.runtime.close)
+    await asyncio.to_thread(ls.assistant.close)
 
-
-from codeflow.lsp_server import actions  # noqa: E402,F401  (registers code actions and hovers)

@@ -4,15 +4,21 @@ Layers, lowest first: defaults, `codeflow.toml` in the user config dir, `codeflo
 workspace, LSP `initializationOptions`, then each `workspace/didChangeConfiguration`. Every layer
 goes through `apply_layer`, which applies one leaf at a time so that a bad value is rejected on its
 own, with its key named, while the previous value stays.
+
+The Structs are the one schema (issue 17, section 4): each leaf's bounds and description live in its
+`Meta`, so `msgspec.convert` refuses an out-of-range value itself, and the VS Code extension's
+`contributes.configuration` is generated from `msgspec.json.schema(Settings)`
+(`vscode-client/scripts/gen_configuration.py`).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import msgspec
 import platformdirs
+from msgspec import Meta
 
 CONFIG_FILE = "codeflow.toml"
 
@@ -24,96 +30,142 @@ class _Base(msgspec.Struct, kw_only=True, frozen=True, rename="camel", forbid_un
 class ModelSettings(_Base):
     """Which GGUF files run, and how llama.cpp loads them."""
 
-    # A GGUF path; empty means the embedded default (Gemma 3 270M Q4_K_M).
-    path: str = ""
-    # The instruct model for code actions and hovers; "default" is SmolLM2-135M-Instruct.
-    chat_path: str = "default"
-    n_ctx: int = 4096
-    # -1 lets the planner decide; 0 keeps everything on the CPU.
-    n_gpu_layers: int = -1
-    n_threads: int = 0
-    kv_type: Literal["f16", "q8_0", "q4_0"] = "f16"
-    # Run llama.cpp inside the server process instead of a worker process (debugging only).
-    in_process: bool = False
-    # Watchdogs on the worker process: one that sends no first token (prompt evaluation
-    # included) or no next token within these is killed and replaced, and the user is told
-    # (issue 12: a stopped worker hung requests for 90 s+).
-    first_token_timeout_s: float = 60.0
-    stall_timeout_s: float = 15.0
+    path: Annotated[str, Meta(description=(
+        "The completion model: a GGUF file path. Empty uses the bundled default (Gemma 3 270M Q4_K_M)."
+    ))] = ""
+    chat_path: Annotated[str, Meta(description=(
+        "The chat model for code actions and hovers: a GGUF path, or `default` for SmolLM2-135M-Instruct."
+    ))] = "default"
+    n_ctx: Annotated[int, Meta(ge=256, description="Context window of the local model, in tokens.")] = 4096
+    n_gpu_layers: Annotated[int, Meta(ge=-1, description=(
+        "Layers to offload to the GPU: -1 lets the planner decide, 0 keeps everything on the CPU."
+    ))] = -1
+    n_threads: Annotated[int, Meta(ge=0, description="CPU threads for llama.cpp; 0 picks automatically.")] = 0
+    kv_type: Annotated[Literal["f16", "q8_0", "q4_0"], Meta(description="Type of the KV cache.")] = "f16"
+    in_process: Annotated[bool, Meta(description=(
+        "Run llama.cpp inside the server process instead of a worker process (debugging only)."
+    ))] = False
+    # Watchdogs on the worker process (issue 12: a stopped worker hung requests for 90 s+).
+    first_token_timeout_s: Annotated[float, Meta(ge=1, description=(
+        "A local model worker that sends no first token within this many seconds (prompt evaluation"
+        " included) is restarted, and you are told."
+    ))] = 60.0
+    stall_timeout_s: Annotated[float, Meta(ge=1, description=(
+        "A local model worker that sends no next token within this many seconds is restarted, and you"
+        " are told."
+    ))] = 15.0
 
 
 class CompletionSettings(_Base):
     """Inline completion behaviour."""
 
-    enabled: bool = True
-    max_tokens: int = 64
-    max_tokens_invoked: int = 256
-    # Tokens generated in the background after the first line is shown, into the cache.
-    background_tokens: int = 128
-    temperature: float = 0.0
-    debounce_ms: int = 75
-    disabled_languages: tuple[str, ...] = ()
-    # How many recent documents keep a saved llama.cpp state so a switch stays warm.
-    warm_documents: int = 4
-    # The most lines an as-you-type (automatic) block shows; invoked requests are not limited.
-    max_lines_automatic: int = 8
+    enabled: Annotated[bool, Meta(description="Show inline (ghost text) completions.")] = True
+    max_tokens: Annotated[int, Meta(ge=1, description="Tokens generated for an automatic completion.")] = 64
+    max_tokens_invoked: Annotated[int, Meta(ge=1, description=(
+        "Tokens generated when a completion is explicitly requested."
+    ))] = 256
+    background_tokens: Annotated[int, Meta(ge=0, description=(
+        "Tokens generated in the background after the first line is shown, into the cache."
+    ))] = 128
+    temperature: Annotated[float, Meta(ge=0, description="Sampling temperature; 0 is greedy.")] = 0.0
+    debounce_ms: Annotated[int, Meta(ge=0, description=(
+        "Wait this long after the last keystroke before generating."
+    ))] = 75
+    disabled_languages: Annotated[tuple[str, ...], Meta(description=(
+        "Language ids (such as `markdown` or `plaintext`) with no completions."
+    ))] = ()
+    warm_documents: Annotated[int, Meta(ge=0, description=(
+        "Recent documents that keep a saved llama.cpp state so a switch stays warm."
+    ))] = 4
+    max_lines_automatic: Annotated[int, Meta(ge=1, description=(
+        "The most lines an automatic (as-you-type) block shows; an invoked completion is not limited."
+    ))] = 8
 
 
 class ContextSettings(_Base):
     """The cross-file context engine and the prompt budget."""
 
-    enabled: bool = True
-    budget_tokens: int = 1024
-    prefix_tokens: int = 1024
-    suffix_tokens: int = 256
-    max_file_bytes: int = 1_000_000
-    exclude: tuple[str, ...] = ()
-    secret_globs: tuple[str, ...] = ()
-    cache: bool = True
+    enabled: Annotated[bool, Meta(description=(
+        "Add cross-file context (definitions, related files) to the prompt."
+    ))] = True
+    budget_tokens: Annotated[int, Meta(ge=0, description="Token budget for cross-file context.")] = 1024
+    prefix_tokens: Annotated[int, Meta(ge=0, description="Tokens of the current file before the cursor.")] = 1024
+    suffix_tokens: Annotated[int, Meta(ge=0, description="Tokens of the current file after the cursor.")] = 256
+    max_file_bytes: Annotated[int, Meta(ge=0, description="Files larger than this are not indexed.")] = 1_000_000
+    exclude: Annotated[tuple[str, ...], Meta(description="Gitignore-style globs the indexer skips.")] = ()
+    secret_globs: Annotated[tuple[str, ...], Meta(description=(
+        "Extra globs for files that never go into a prompt (on top of the built-in secret patterns)."
+    ))] = ()
+    cache: Annotated[bool, Meta(description="Cache the workspace index on disk.")] = True
 
 
 class RemoteSettings(_Base):
     """An OpenAI-compatible endpoint (vLLM, llama-server, TGI)."""
 
-    url: str = ""
-    model: str = ""
-    chat_model: str = ""
-    # The name of the environment variable that holds the API key; never the key itself.
-    api_key_env: str = ""
-    connect_timeout_s: float = 5.0
-    read_timeout_s: float = 30.0
+    url: Annotated[str, Meta(description=(
+        "Base URL of an OpenAI-compatible server (vLLM, llama-server, TGI), for example"
+        " `http://localhost:8000/v1`."
+    ))] = ""
+    model: Annotated[str, Meta(description="Model name for completions on the remote server.")] = ""
+    chat_model: Annotated[str, Meta(description=(
+        "Model name for code actions and hovers on the remote server."
+    ))] = ""
+    # Never the key itself: `_refuse_pasted_key` refuses a value that looks like one.
+    api_key_env: Annotated[str, Meta(description=(
+        "Name of the environment variable that holds the API key (never the key itself)."
+    ))] = ""
+    connect_timeout_s: Annotated[float, Meta(ge=0, description="Connect timeout, in seconds.")] = 5.0
+    read_timeout_s: Annotated[float, Meta(ge=0, description="Read timeout, in seconds.")] = 30.0
     # One overall limit per request, retries and back-off included (issue 12): a hung endpoint
     # cost 91 s (30 s read timeout x 3 tries) without it.
-    completion_deadline_s: float = 10.0
+    completion_deadline_s: Annotated[float, Meta(ge=0, description=(
+        "Overall limit for one completion request, retries included, in seconds."
+    ))] = 10.0
     # Code actions and explanations write longer answers.
-    action_deadline_s: float = 60.0
-    retries: int = 2
-    verify_tls: bool = True
-    # The remote model's FIM markers as text; empty means plain prefix completion.
-    fim_prefix: str = ""
-    fim_suffix: str = ""
-    fim_middle: str = ""
+    action_deadline_s: Annotated[float, Meta(ge=0, description=(
+        "Overall limit for one code action or explanation, retries included, in seconds."
+    ))] = 60.0
+    retries: Annotated[int, Meta(ge=0, description="Retries for a failed request.")] = 2
+    verify_tls: Annotated[bool, Meta(description="Verify the server's TLS certificate.")] = True
+    fim_prefix: Annotated[str, Meta(description=(
+        "The remote model's fill-in-the-middle prefix marker, as text (such as `<|fim_prefix|>`); empty"
+        " means plain prefix completion."
+    ))] = ""
+    fim_suffix: Annotated[str, Meta(description=(
+        "The remote model's fill-in-the-middle suffix marker, as text."
+    ))] = ""
+    fim_middle: Annotated[str, Meta(description=(
+        "The remote model's fill-in-the-middle middle marker, as text."
+    ))] = ""
 
 
 class HoverSettings(_Base):
     """"Explain this function" hovers."""
 
-    enabled: bool = True
-    wait_ms: int = 300
-    # Tokens the chat model may spend on one explanation.
-    explain_max_tokens: int = 256
+    enabled: Annotated[bool, Meta(description="Explain the function under the mouse in hovers.")] = True
+    wait_ms: Annotated[int, Meta(ge=0, description=(
+        "How long a hover waits for the explanation before showing what it has."
+    ))] = 300
+    explain_max_tokens: Annotated[int, Meta(ge=1, description=(
+        "Tokens the chat model may spend on one explanation."
+    ))] = 256
 
 
 class Settings(_Base):
     """Everything a user can set."""
 
-    backend: Literal["auto", "local", "remote"] = "auto"
+    backend: Annotated[Literal["auto", "local", "remote"], Meta(description=(
+        "Where the model runs: a local GGUF through llama.cpp, a remote OpenAI-compatible server, or"
+        " auto (remote when `codeflow.remote.url` is set and reachable, else local)."
+    ))] = "auto"
     model: ModelSettings = msgspec.field(default_factory=ModelSettings)
     completion: CompletionSettings = msgspec.field(default_factory=CompletionSettings)
     context: ContextSettings = msgspec.field(default_factory=ContextSettings)
     remote: RemoteSettings = msgspec.field(default_factory=RemoteSettings)
     hover: HoverSettings = msgspec.field(default_factory=HoverSettings)
-    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_level: Annotated[Literal["debug", "info", "warning", "error"], Meta(description=(
+        "Server log level (shown in the Codeflow output channel)."
+    ))] = "info"
 
 
 class SettingError(msgspec.Struct, frozen=True):

@@ -19,7 +19,7 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 from lsprotocol import types
 
-from codeflow.lsp_server.server import server as codeflow_server
+from codeflow.lsp_server.app import server as codeflow_server
 from wire import WireServer
 
 SOURCE = "import os\n\n\ndef load_config(path):\n    with open(path) as fh:\n        return fh.read()\n"

@@ -12,7 +12,7 @@ import pytest
 from lsprotocol import types
 
 from codeflow.context import engine as engine_module
-from codeflow.lsp_server.runtime import Runtime
+from codeflow.lsp_server.assistant.runtime import Runtime
 from codeflow.lsp_server.settings import Settings
 from lsp_session import lsp_session, open_doc, wait_for_status
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from codeflow.lsp_server.completion import CompletionRequest
+from codeflow.lsp_server.assistant.completion import CompletionRequest
 from codeflow.quant.backend import CancelToken
 from test_completion import service
 
@@ -43,7 +43,7 @@ def test_an_automatic_block_shows_at_most_eight_lines_an_invoked_one_more(tmp_pa
 def test_a_degenerate_explanation_is_stopped_and_told(tmp_path: Path) -> None:
     import json
 
-    from codeflow.lsp_server import explain
+    from codeflow.lsp_server.assistant import explain
     from codeflow.quant.errors import DegenerateAnswerError
     from codeflow.quant.recorded import RecordedBackend
 
@@ -55,7 +55,7 @@ def test_a_degenerate_explanation_is_stopped_and_told(tmp_path: Path) -> None:
     facts = explain.Facts(name="login", kind="function", signature="def login()", docstring="", language="python",
                           path="app.py", line=0, text="def login():\n    return 1\n")
     job = explainer.start(facts, max_tokens=400)
-    assert job.wait(10)
+    assert job.wait_done(10)
     assert isinstance(job.error, DegenerateAnswerError) and "Python" in str(job.error)
     assert "a larger chat model would help" in str(job.error)
     assert errors == [job.error] and explainer.cached(facts) is None
@@ -65,7 +65,7 @@ def test_a_degenerate_explanation_is_stopped_and_told(tmp_path: Path) -> None:
 def test_an_explanation_that_ran_out_ends_at_a_sentence(tmp_path: Path) -> None:
     import json
 
-    from codeflow.lsp_server import explain
+    from codeflow.lsp_server.assistant import explain
     from codeflow.quant.recorded import RecordedBackend
 
     (tmp_path / "a.json").write_text(json.dumps({"default": "It logs the user in. Then it returns the sess"}))
@@ -73,7 +73,7 @@ def test_an_explanation_that_ran_out_ends_at_a_sentence(tmp_path: Path) -> None:
     facts = explain.Facts(name="login", kind="function", signature="def login()", docstring="", language="python",
                           path="app.py", line=0, text="def login():\n    return 1\n")
     job = explainer.start(facts, max_tokens=8)
-    assert job.wait(10) and job.error is None
+    assert job.wait_done(10) and job.error is None
     assert job.text == "It logs the user in."
 
 
@@ -123,8 +123,8 @@ def test_a_half_typed_name_is_completed_even_when_the_model_preferred_another(tm
     import shutil
 
     from codeflow.context.engine import ContextEngine, EngineConfig
-    from codeflow.lsp_server.completion import CompletionService
-    from codeflow.lsp_server.runtime import EngineContext
+    from codeflow.lsp_server.assistant.completion import CompletionService
+    from codeflow.lsp_server.assistant.runtime import EngineContext
     from codeflow.lsp_server.settings import Settings
     from codeflow.quant.backend import GenOptions, Prompt
     from codeflow.quant.local import LocalBackend

@@ -14,8 +14,9 @@ from fault_server import FaultServer, StalledListener
 from lsprotocol import types
 
 from codeflow.context.prompt import BuiltPrompt
-from codeflow.lsp_server import instruct
-from codeflow.lsp_server.completion import CompletionRequest, CompletionService
+from codeflow.lsp_server.assistant import instruct
+from codeflow.lsp_server.assistant.jobs import Job
+from codeflow.lsp_server.assistant.completion import CompletionRequest, CompletionService
 from codeflow.lsp_server.settings import RemoteSettings, Settings
 from codeflow.quant.backend import CancelToken, GenOptions, Prompt
 from codeflow.quant.breaker import CircuitBreaker
@@ -171,8 +172,7 @@ def test_an_incomplete_answer_is_never_applied(fault: FaultServer, mode: str) ->
     assert isinstance(built, BuiltPrompt)
     try:
         with pytest.raises(RemoteError):
-            instruct.generate(backend, built, GenOptions(max_tokens=16), CancelToken(), lambda text: None,
-                              instruct.Stats())
+            instruct.generate(backend, built, GenOptions(max_tokens=16), Job(instruct.Stats()))
     finally:
         backend.close()
 

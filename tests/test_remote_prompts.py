@@ -13,7 +13,7 @@ from fault_server import FaultServer
 from lsprotocol import types
 
 from codeflow.context.edits import error_count
-from codeflow.lsp_server import instruct
+from codeflow.lsp_server.assistant import instruct
 from codeflow.quant.backend import CancelToken, ChatMessage, GenOptions, Prompt
 from codeflow.quant.errors import EmptyPromptError
 from codeflow.quant.remote import RemoteBackend

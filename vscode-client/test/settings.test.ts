@@ -1,11 +1,11 @@
-import { execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import {
   buildServerSettings,
+  CLIENT_SETTINGS,
   completionsWanted,
-  contributedProperties,
+  contributedSettings,
   defaultServerSettings,
   SERVER_SETTINGS,
   type ConfigValues,
@@ -21,7 +21,6 @@ function inspector(user: Record<string, unknown>, workspace: Record<string, unkn
 }
 
 const pkg = JSON.parse(fs.readFileSync(path.join(__dirname, '..', 'package.json'), 'utf8'));
-const python = path.resolve(__dirname, '..', '..', '.venv', 'bin', 'python');
 
 function leaves(tree: Record<string, unknown>, prefix = ''): Record<string, unknown> {
   const out: Record<string, unknown> = {};
@@ -74,11 +73,6 @@ describe('settings mapping', () => {
     expect(s.codeflow.completion).toMatchObject({ debounceMs: 10, disabledLanguages: ['markdown'] });
   });
 
-  it('never sends the client-only settings', () => {
-    const s = buildServerSettings((k) => ({ globalValue: k.startsWith('server.') ? 'x' : undefined }));
-    expect(s.codeflow).not.toHaveProperty('server');
-  });
-
   it('turns completions off globally or per language', () => {
     expect(completionsWanted(() => undefined, 'python')).toBe(true);
     expect(completionsWanted((k) => (k === 'completion.enabled' ? false : undefined), 'python')).toBe(false);
@@ -87,19 +81,47 @@ describe('settings mapping', () => {
     expect(completionsWanted(off, 'python')).toBe(true);
   });
 
-  it('package.json contributes exactly the table', () => {
-    expect(pkg.contributes.configuration.properties).toEqual(contributedProperties());
+  it('sends the server settings the user set, and none of the client-only ones', () => {
+    const set: Record<string, unknown> = { 'server.command': '/x/codeflow', 'trace.server': 'verbose', 'hover.waitMs': 5 };
+    expect(buildServerSettings(inspector(set))).toEqual({ codeflow: { hover: { waitMs: 5 } } });
+  });
+});
+
+// package.json's configuration is generated from the Python `Settings` (scripts/gen_configuration.py);
+// tests/test_settings_schema.py checks that the committed file matches the generator.
+describe('settings read from the generated package.json', () => {
+  const properties = pkg.contributes.configuration.properties as Record<string, Record<string, unknown>>;
+
+  it('splits every contributed setting into server and client ones', () => {
+    const all = [...SERVER_SETTINGS, ...CLIENT_SETTINGS].map((s) => `codeflow.${s.key}`).sort();
+    expect(all).toEqual(Object.keys(properties).sort());
+    expect(CLIENT_SETTINGS.map((s) => s.key).sort()).toEqual(['server.args', 'server.command', 'trace.server']);
+    expect(SERVER_SETTINGS.some((s) => s.key.startsWith('server.') || s.key.startsWith('trace.'))).toBe(false);
   });
 
-  it.skipIf(!fs.existsSync(python))('matches the Python Settings struct leaf for leaf', () => {
-    const code = [
-      'import json, msgspec',
-      'from codeflow.lsp_server.settings import Settings',
-      'print(msgspec.json.encode(Settings()).decode())',
-    ].join('\n');
-    const server = leaves(JSON.parse(execFileSync(python, ['-c', code], { encoding: 'utf8' })));
-    const ours = leaves(defaultServerSettings().codeflow);
-    expect(Object.keys(ours).sort()).toEqual(Object.keys(server).sort());
-    expect(ours).toEqual(server);
+  it('carries the bounds and descriptions of the Python schema', () => {
+    const nCtx = SERVER_SETTINGS.find((s) => s.key === 'model.nCtx');
+    expect(nCtx).toMatchObject({ type: 'integer', default: 4096, minimum: 256 });
+    expect(nCtx?.description).toMatch(/context window/i);
+    expect(SERVER_SETTINGS.find((s) => s.key === 'model.kvType')?.enum).toEqual(['f16', 'q8_0', 'q4_0']);
+    for (const spec of SERVER_SETTINGS) {
+      expect(spec.description, spec.key).not.toBe('');
+      expect(spec.default, spec.key).not.toBeUndefined();
+    }
+  });
+
+  it('keeps the per-language scope the client reads per document', () => {
+    expect(properties['codeflow.completion.enabled'].scope).toBe('language-overridable');
+    expect(properties['codeflow.completion.disabledLanguages'].scope).toBe('language-overridable');
+  });
+
+  it('derives a setting added to the schema with no TypeScript change', () => {
+    const specs = contributedSettings({
+      'codeflow.hover.newThing': { type: 'integer', default: 3, markdownDescription: 'New.', minimum: 1, maximum: 9 },
+      'editor.fontSize': { type: 'integer', default: 12, markdownDescription: 'Not ours.' },
+    });
+    expect(specs).toEqual([
+      { key: 'hover.newThing', type: 'integer', default: 3, description: 'New.', minimum: 1, maximum: 9 },
+    ]);
   });
 });

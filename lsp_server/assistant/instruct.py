@@ -21,7 +21,8 @@ from codeflow.context.edits import EditPlan
 from codeflow.context.errors import EditRejectedError, PositionError
 from codeflow.context.postprocess import degenerate_phrase
 from codeflow.context.prompt import BuiltPrompt, render_chat
-from codeflow.lsp_server.completion import Cancelled, prompt_format
+from codeflow.lsp_server.assistant.completion import prompt_format
+from codeflow.lsp_server.assistant.jobs import Cancelled, Job
 from codeflow.quant.backend import Backend, CancelToken, ChatMessage, GenOptions, GenStats, Prompt
 from codeflow.quant.errors import DegenerateAnswerError, EmptyPromptError, ModelNotFoundError, PromptTooLongError
 
@@ -279,35 +280,25 @@ def chat_info(backend: Backend):  # noqa: ANN201 - ModelInfo
 # Running ---------------------------------------------------------------------------------------
 
 
-def generate(backend: Backend, built: BuiltPrompt, opts: GenOptions, cancel: CancelToken,
-             on_text: Callable[[str], None], stats: Stats, key: str = "", prose: bool = False) -> str:
-    """Stream an answer, calling `on_text` with the text so far; raises Cancelled when cancelled.
+def generate(backend: Backend, built: BuiltPrompt, opts: GenOptions, job: Job[Stats],
+             on_text: Callable[[str], None] = lambda text: None, key: str = "", prose: bool = False) -> str:
+    """Stream an answer into `job`, calling `on_text` with the text so far; raises Cancelled when
+    the job was cancelled.
 
     Prose (an explanation) that starts looping is stopped and raised as DegenerateAnswerError:
     a 135M model wrote "Flask-Flask-Python-Python-..." until its token limit (issue 14).
     """
-    started = time.perf_counter()
-    stats.prompt_chars = len(built.text)
-    text = ""
-    pieces = backend.stream(backend_prompt(built, key), opts, cancel)
-    try:
-        for piece in pieces:
-            if stats.tokens == 0:
-                stats.first_token_s = time.perf_counter() - started
-            stats.tokens += 1
-            text += piece
-            loop = degenerate_phrase(text) if prose and piece.strip() else None
-            if loop is not None:
-                raise DegenerateAnswerError(
-                    f"the chat model's answer degenerated (it kept repeating \"{loop}\"); a larger chat "
-                    "model would help: set model.chatPath (`codeflow model list` shows what fits)")
-            on_text(text)
-    finally:
-        pieces.close()  # stops the model at once, also when the answer was refused
-        stats.total_s = time.perf_counter() - started
-        stats.cancelled = cancel.cancelled
-        stats.tokens_after_cancel = cancel.tokens_after_cancel
-    if cancel.cancelled:
+    def stop_after(text: str, piece: str) -> bool:
+        loop = degenerate_phrase(text) if prose and piece.strip() else None
+        if loop is not None:
+            raise DegenerateAnswerError(
+                f"the chat model's answer degenerated (it kept repeating \"{loop}\"); a larger chat "
+                "model would help: set model.chatPath (`codeflow model list` shows what fits)")
+        on_text(text)
+        return False
+
+    text = job.stream(backend, backend_prompt(built, key), opts, stop_after)
+    if job.cancel.cancelled:
         raise Cancelled()
     if not text:
         chat_info(backend)  # a backend that failed while generating says why here
@@ -316,8 +307,7 @@ def generate(backend: Backend, built: BuiltPrompt, opts: GenOptions, cancel: Can
 
 
 def run_action(backend: Backend, data: ActionData, text: str, language: str, path: str,
-               context_for: Callable[[int], str], cancel: CancelToken, on_text: Callable[[str], None],
-               stats: Stats) -> EditPlan:
+               context_for: Callable[[int], str], job: Job[Stats], on_text: Callable[[str], None]) -> EditPlan:
     """Blocking: the checked edit plan for one action on `text` (the version the request saw).
 
     `context_for(tokens)` renders cross-file context within a token budget; it gets what the
@@ -332,8 +322,8 @@ def run_action(backend: Backend, data: ActionData, text: str, language: str, pat
     if built is not bare and room_left(backend, built, max_tokens, "the code and its context") < 0:
         built = bare  # the context's estimate ran over: the code itself matters more
     opts = GenOptions(max_tokens=max_tokens, temperature=0.0, stop=built.stop)
-    stats.task = data.action
-    answer = generate(backend, built, opts, cancel, on_text, stats, key=f"action:{data.uri}")
+    job.stats.task = data.action
+    answer = generate(backend, built, opts, job, on_text, key=f"action:{data.uri}")
     return edits.plan_replacement(text, data.start_line, data.end_line, answer, language, built.prefill)
 
 

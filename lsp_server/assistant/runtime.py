@@ -12,7 +12,7 @@ from pathlib import Path
 
 import msgspec
 
-from codeflow.lsp_server.completion import CompletionRequest, CompletionService
+from codeflow.lsp_server.assistant.completion import CompletionRequest, CompletionService
 from codeflow.lsp_server.settings import Settings
 from codeflow.quant.backend import Backend
 from codeflow.quant.fallback import FallbackBackend, Status

@@ -22,7 +22,8 @@ from codeflow.context import edits
 from codeflow.context.describe import enrich
 from codeflow.context.postprocess import to_sentence_end
 from codeflow.context.symbols import Usage
-from codeflow.lsp_server import instruct
+from codeflow.lsp_server.assistant import instruct
+from codeflow.lsp_server.assistant.jobs import Cancelled, Job
 from codeflow.lsp_server.settings import Settings
 from codeflow.quant.backend import Backend, CancelToken, GenOptions
 from codeflow.quant.errors import ModelNotFoundError
@@ -153,35 +154,6 @@ def explain_prompt(backend: Backend, facts: Facts):  # noqa: ANN201 - BuiltPromp
     return instruct.chat_prompt(backend, SYSTEM, user)
 
 
-class Job:
-    """One explanation being written in a worker thread."""
-
-    def __init__(self, key: str) -> None:
-        self.key = key
-        self.cancel = CancelToken()
-        self.text = ""
-        self.done = False
-        self.error: Exception | None = None
-        self.waiters = 0
-        self.stats = instruct.Stats(task="explain")
-        self._cond = threading.Condition()
-
-    def update(self, text: str) -> None:
-        with self._cond:
-            self.text = text
-            self._cond.notify_all()
-
-    def finish(self, error: Exception | None) -> None:
-        with self._cond:
-            self.done, self.error = True, error
-            self._cond.notify_all()
-
-    def wait(self, timeout: float) -> bool:
-        """Block up to `timeout` seconds for the job to end; True when it has."""
-        with self._cond:
-            return self._cond.wait_for(lambda: self.done, timeout)
-
-
 class Explainer:
     """Background explanations, one running at a time, cached by function text and model."""
 
@@ -215,7 +187,7 @@ class Explainer:
             job = self._jobs.get(key)
             if job is None or (job.done and job.error is not None):
                 self._stop_others(key)
-                job = Job(key)
+                job = Job(instruct.Stats(task="explain"), key=key)
                 self._jobs[key] = job
                 threading.Thread(target=self._run, args=(job, facts, max_tokens), daemon=True,
                                  name="codeflow-explain").start()
@@ -252,13 +224,12 @@ class Explainer:
             opts = GenOptions(max_tokens=max_tokens, temperature=0.0, stop=built.stop,
                               repeat_penalty=PROSE_REPEAT_PENALTY)
             job.stats.model = backend.info.name
-            text = instruct.generate(backend, built, opts, job.cancel, job.update, job.stats, key="explain",
-                                     prose=True)
+            text = instruct.generate(backend, built, opts, job, key="explain", prose=True)
             if job.stats.tokens >= max_tokens:  # ran out mid-sentence: end at the last full one
                 text = to_sentence_end(text)
             self._store(job.key, text.strip())
-            job.update(text.strip())
-        except instruct.Cancelled as exc:
+            job.replace(text.strip())
+        except Cancelled as exc:
             error = exc
         except Exception as exc:  # reported once through on_error; the hover keeps its fast part
             error = exc

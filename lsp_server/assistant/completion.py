@@ -22,6 +22,7 @@ from codeflow.context.pack import estimate_tokens
 from codeflow.context.postprocess import MAX_LOGICAL_LINES, decide_multiline, logical_line, postprocess, runaway_at
 from codeflow.context.prompt import BuiltPrompt, PromptFormat, build_prompt
 from codeflow.lsp_server.settings import Settings
+from codeflow.lsp_server.assistant.jobs import Cancelled, Job
 from codeflow.quant.backend import Backend, CancelToken, GenOptions, GenStats, ModelInfo, Prompt
 
 log = logging.getLogger(__name__)
@@ -31,6 +32,8 @@ WINDOW_STEP = 32
 SPARE_STEP = 256
 # After a one-line answer, the background keeps generating this many more lines into the cache.
 BACKGROUND_LINES = 1
+# A new job polls the jobs it stopped this often while it waits for them to end.
+WAIT_FOR_PRIOR_S = 0.02
 # Token healing: the prompt stops before the identifier being typed and the spaces before it (or
 # trailing spaces), and the answer must start with them. Otherwise the model is asked to continue
 # half a token: "user = U" became "UUser", and "user = " (a lone space token) made it write "0".
@@ -95,10 +98,6 @@ class ContextSource(Protocol):
     ) -> str:
         """Snippets with their path headers, ready to put before the current file."""
         ...
-
-
-class Cancelled(Exception):
-    """The request was cancelled while it waited for the model."""
 
 
 def prompt_format(info: ModelInfo) -> PromptFormat:
@@ -171,42 +170,17 @@ def spare_room(prefix: str, suffix: str, prefix_tokens: int, suffix_tokens: int)
     return spare - spare % SPARE_STEP
 
 
-class _Job:
-    """One generation, growing `raw` from a worker thread."""
+class _Job(Job[Stats]):
+    """A completion's generation, with the request and prompt it answers."""
 
     def __init__(self, req: CompletionRequest, base: str, built: BuiltPrompt, multiline: bool) -> None:
+        super().__init__(Stats(key=req.key, prompt_kind=built.kind, prompt_chars=len(built.text), prompt=built.text),
+                         key=req.key)
         self.req = req
         # The prompt ends at `base`: the prefix without the word being typed (token healing).
         self.base = base
         self.built = built
         self.multiline = multiline
-        self.cancel = CancelToken()
-        self.raw = ""
-        self.done = False
-        self.error: Exception | None = None
-        self.cond = threading.Condition()
-        self.stats = Stats(key=req.key, prompt_kind=built.kind, prompt_chars=len(built.text), prompt=built.text)
-
-    def append(self, piece: str) -> None:
-        with self.cond:
-            self.raw += piece
-            self.cond.notify_all()
-
-    def finish(self, error: Exception | None = None) -> None:
-        with self.cond:
-            self.done = True
-            self.error = error
-            self.cond.notify_all()
-
-    def wait(self, ready: Callable[[str], bool], cancel: CancelToken) -> str:
-        """Block until `ready(raw)`, the job ends, or `cancel` is set; return raw."""
-        with self.cond:
-            while True:
-                if cancel.cancelled:
-                    raise Cancelled()
-                if self.done or ready(self.raw):
-                    return self.raw
-                self.cond.wait(timeout=0.02)
 
 
 class CompletionService:
@@ -325,7 +299,7 @@ class CompletionService:
 
     def _background_done(self, job: _Job) -> bool:
         """Whether a one-line job holds its logical line and BACKGROUND_LINES more lines."""
-        raw = job.raw
+        raw = job.text
         if raw.count("\n") > MAX_LOGICAL_LINES + BACKGROUND_LINES:
             return True
         first = logical_line(*self._line_parts(raw, job.req))
@@ -364,10 +338,9 @@ class CompletionService:
             # reusing it showed the same one-line item again (issue 13).
             return None
         typed = req.prefix[len(job.base):]
-        with job.cond:
-            raw = job.raw
-            if raw.startswith(typed) and (len(raw) > len(typed) or not job.done):
-                return job
+        raw, done = job.text, job.done  # read done last: a finished job's text is final
+        if raw.startswith(typed) and (len(raw) > len(typed) or not done):
+            return job
         return None
 
     def _start(self, req: CompletionRequest, cancel: CancelToken) -> _Job:
@@ -424,7 +397,6 @@ class CompletionService:
         return build_prompt(fmt, context=context, prefix=prefix, suffix=suffix, path=req.path, language=req.language)
 
     def _run(self, job: _Job, backend: Backend, opts: GenOptions, before: list[_Job]) -> None:
-        started = time.perf_counter()
         prompt = Prompt(text=job.built.text, kind=job.built.kind, key=job.req.key, local_only=job.req.local_only,
                         lead=job.req.prefix[len(job.base):])
         error: Exception | None = None
@@ -433,37 +405,33 @@ class CompletionService:
             self._end(job, None)
             return
         try:
-            for piece in backend.stream(prompt, opts, job.cancel):
-                if job.stats.tokens == 0:
-                    job.stats.first_token_s = time.perf_counter() - started
-                job.stats.tokens += 1
-                job.append(piece)
-                if "\n" in piece and runaway_at(job.raw) is not None:
-                    # A completion that repeats itself only grows: stop the model, not just the display.
-                    job.stats.runaway = True
-                    break
-                if "\n" in piece and not job.multiline and self._background_done(job):
-                    # The cache serves typing through the line and accepting it, then the next line;
-                    # generating further kept the CPU busy 2 s after a storm (issue 12's soak).
-                    break
+            job.stream(backend, prompt, opts, lambda text, piece: self._stop_after(job, piece))
         except Exception as exc:  # reported to the waiting request, and logged
             log.warning("generation failed: %s", exc)
             job.stats.error = str(exc)
             error = exc
-        job.stats.total_s = time.perf_counter() - started
-        job.stats.cancelled = job.cancel.cancelled
-        job.stats.tokens_after_cancel = job.cancel.tokens_after_cancel
         self._count_end(job)
         self._end(job, error)
         log.debug("job %s: %d tokens, first after %.3fs", job.req.key, job.stats.tokens, job.stats.first_token_s)
+
+    def _stop_after(self, job: _Job, piece: str) -> bool:
+        """Whether the model can stop after this piece."""
+        if "\n" not in piece:
+            return False
+        if runaway_at(job.text) is not None:
+            # A completion that repeats itself only grows: stop the model, not just the display.
+            job.stats.runaway = True
+            return True
+        # The cache serves typing through the line and accepting it, then the next line;
+        # generating further kept the CPU busy 2 s after a storm (issue 12's soak).
+        return not job.multiline and self._background_done(job)
 
     def _await_turn(self, job: _Job, before: list[_Job]) -> bool:
         """Wait for the stopped jobs to end (each stops within a token or a prompt batch), then
         count the job as in flight; False when it was cancelled meanwhile (it never runs)."""
         for prior in before:
-            with prior.cond:
-                while not prior.done and not job.cancel.cancelled:
-                    prior.cond.wait(timeout=0.02)
+            while not prior.wait_done(WAIT_FOR_PRIOR_S) and not job.cancel.cancelled:
+                pass
         with self._lock:
             if job.cancel.cancelled:
                 self.totals.generations_skipped += 1
@@ -500,14 +468,7 @@ class CompletionService:
         deadline = time.monotonic() + timeout
         with self._lock:
             jobs = list(self._live)
-        for job in jobs:
-            with job.cond:
-                while not job.done:
-                    left = deadline - time.monotonic()
-                    if left <= 0:
-                        return False
-                    job.cond.wait(timeout=left)
-        return True
+        return all(job.wait_done(max(0.0, deadline - time.monotonic())) for job in jobs)
 
     def forget(self, key: str) -> None:
         """Drop a closed document's job and cache."""
