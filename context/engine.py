@@ -12,6 +12,7 @@ from pathlib import Path
 import msgspec
 
 from codeflow.context import rank, surroundings
+from codeflow.context.api import SourceFile
 from codeflow.context.cache import default_dir
 from codeflow.context.describe import enrich
 from codeflow.context.errors import PositionError
@@ -182,6 +183,14 @@ class ContextEngine:
         _, tree = self.ws.buffer_state(key, text)
         found = definition_at(lang, text.encode("utf-8", "surrogatepass"), tree, line) if tree else None
         return enrich(lang, text.split("\n"), found) if found is not None else None
+
+    def source_of(self, path: str) -> SourceFile | None:
+        """An indexed file's lines, language and display path; None when it is gone."""
+        fi = self.index.get(path)
+        lines = self.ws.lines_of(path)
+        if fi is None or lines is None:
+            return None
+        return SourceFile(lines=lines, language=fi.lang, display=self.ws.rel(path))
 
     def is_private(self, path: Path) -> bool:
         """Whether a document must stay on this machine: secret or ignored (by its name or its

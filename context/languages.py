@@ -58,13 +58,21 @@ SPECS: dict[str, LanguageSpec] = {
 }
 SPECS["tsx"] = msgspec.structs.replace(SPECS["typescript"], name="tsx")
 
-EXTENSIONS: dict[str, str] = {
-    ".py": "python", ".pyi": "python",
-    ".js": "javascript", ".mjs": "javascript", ".cjs": "javascript", ".jsx": "javascript",
-    ".ts": "typescript", ".mts": "typescript", ".cts": "typescript", ".tsx": "tsx",
-    ".go": "go", ".rs": "rust", ".java": "java", ".c": "c",
-    ".h": "cpp", ".cc": "cpp", ".cpp": "cpp", ".cxx": "cpp", ".hpp": "cpp", ".hh": "cpp", ".hxx": "cpp",
+# The one file-type table (issue 17 §2): extension -> (the LSP language id editors use, the
+# tree-sitter grammar that parses it, or None). Headers (.h) are "c" to editors but parse with the
+# C++ grammar, which also reads C; .jsx is "javascriptreact" to editors and JavaScript to parse.
+FILE_TYPES: dict[str, tuple[str, str | None]] = {
+    ".py": ("python", "python"), ".pyi": ("python", "python"),
+    ".js": ("javascript", "javascript"), ".mjs": ("javascript", "javascript"),
+    ".cjs": ("javascript", "javascript"), ".jsx": ("javascriptreact", "javascript"),
+    ".ts": ("typescript", "typescript"), ".mts": ("typescript", "typescript"),
+    ".cts": ("typescript", "typescript"), ".tsx": ("typescriptreact", "tsx"),
+    ".go": ("go", "go"), ".rs": ("rust", "rust"), ".java": ("java", "java"), ".c": ("c", "c"),
+    ".h": ("c", "cpp"), ".cc": ("cpp", "cpp"), ".cpp": ("cpp", "cpp"), ".cxx": ("cpp", "cpp"),
+    ".hpp": ("cpp", "cpp"), ".hh": ("cpp", "cpp"), ".hxx": ("cpp", "cpp"),
+    ".rb": ("ruby", None), ".lua": ("lua", None), ".sh": ("shellscript", None),
 }
+EXTENSIONS: dict[str, str] = {ext: grammar for ext, (_, grammar) in FILE_TYPES.items() if grammar}
 
 # Query files shared between dialects.
 _QUERY_FILE = {"tsx": "typescript"}
@@ -73,6 +81,12 @@ _QUERY_FILE = {"tsx": "typescript"}
 def language_of(path: str | Path) -> str | None:
     """The language name for a file, from its extension, or None when unsupported."""
     return EXTENSIONS.get(Path(path).suffix.lower())
+
+
+def language_id_of(path: str | Path) -> str:
+    """The LSP language id editors give a file with this extension ("plaintext" when unknown)."""
+    known = FILE_TYPES.get(Path(path).suffix.lower())
+    return known[0] if known else "plaintext"
 
 
 @cache

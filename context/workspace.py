@@ -23,7 +23,7 @@ LRU_FILES = 512
 # Relative paths are asked for many times per query; the roots never change, so they stay valid.
 REL_CACHE = 200_000
 WINDOW_LINES = 20
-WINDOW_STEP = 10
+LEXICAL_WINDOW_STEP = 10
 
 
 class _Lru(OrderedDict):
@@ -285,7 +285,7 @@ class Workspace:
         held = self._windows.get(path)
         if held is not None and held[0] is lines:
             return held[1]
-        wins = lexical.windows(lines, WINDOW_LINES, WINDOW_STEP)
+        wins = lexical.windows(lines, WINDOW_LINES, LEXICAL_WINDOW_STEP)
         if path not in self.buffers:
             self._windows.put(path, (lines, wins))
         return wins

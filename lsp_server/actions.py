@@ -29,7 +29,8 @@ from codeflow.quant.errors import QuantError
 RUN_ACTION = "codeflow.runAction"
 EXPLAIN = "codeflow.explainFunction"
 STATS = "codeflow/instructStats"
-KINDS = [types.CodeActionKind.QuickFix, types.CodeActionKind.RefactorExtract, types.CodeActionKind.RefactorRewrite]
+CODE_ACTION_KINDS = [types.CodeActionKind.QuickFix, types.CodeActionKind.RefactorExtract,
+                     types.CodeActionKind.RefactorRewrite]
 # Partial text goes out at most this often, so a fast model does not flood the client.
 PROGRESS_EVERY_S = 0.1
 # The change annotation every AI edit carries, so the editor previews it before applying.
@@ -86,7 +87,8 @@ def work_done_progress_cancel(ls: CodeflowServer, params: types.WorkDoneProgress
 
 
 @server.feature(
-    types.TEXT_DOCUMENT_CODE_ACTION, types.CodeActionOptions(code_action_kinds=KINDS, resolve_provider=True)
+    types.TEXT_DOCUMENT_CODE_ACTION,
+    types.CodeActionOptions(code_action_kinds=CODE_ACTION_KINDS, resolve_provider=True),
 )
 async def code_action(ls: CodeflowServer, params: types.CodeActionParams) -> list[types.CodeAction]:
     """List the AI actions for a range at once; nothing runs the model here."""

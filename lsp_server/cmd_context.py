@@ -8,9 +8,10 @@ from pathlib import Path
 
 import msgspec
 
-from codeflow.context.engine import ContextEngine, EngineConfig, PackedContext, parse_position
+from codeflow.context.engine import ContextEngine, parse_position
 from codeflow.context.errors import ContextError
 from codeflow.lsp_server import settings as settings_mod
+from codeflow.lsp_server.assistant import context_view
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -52,9 +53,7 @@ def run(args: argparse.Namespace) -> int:
     for err in errors:
         print(f"codeflow context: {err}", file=sys.stderr)
     ctx = settings.context
-    config = EngineConfig(exclude=ctx.exclude, secret_globs=ctx.secret_globs,
-                          max_file_bytes=ctx.max_file_bytes, use_cache=ctx.cache and not args.no_cache)
-    engine = ContextEngine([workspace], config)
+    engine = ContextEngine([workspace], ctx.engine_config(use_cache=not args.no_cache))
     try:
         engine.index_now()
         packed = engine.query(path, text, line - 1, col - 1, args.budget or ctx.budget_tokens,
@@ -66,19 +65,14 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         sys.stdout.write(msgspec.json.encode(packed).decode() + "\n")
     else:
-        sys.stdout.write(readable(packed))
+        sys.stdout.write(context_view.markdown(packed, f"{_shown(path, workspace)}:{line}"))
     return 0
 
 
-def readable(packed: PackedContext) -> str:
-    """A human view: each snippet with its reason and score, then what was dropped."""
-    out: list[str] = []
-    for s in packed.snippets:
-        out.append(f"── {s.path}:{s.start_line}-{s.end_line}  score {s.score:.2f}  {s.reason}")
-        out += [f"   {line}" for line in s.text.split("\n")]
-    if packed.dropped:
-        out.append(f"── dropped ({len(packed.dropped)})")
-        out += [f"   {d.path}:{d.start_line}-{d.end_line}  score {d.score:.2f}  {d.reason}"
-                for d in packed.dropped]
-    out.append(f"── used {packed.used} of {packed.budget} tokens, {len(packed.snippets)} snippets")
-    return "\n".join(out) + "\n"
+def _shown(path: Path, workspace: Path) -> str:
+    """The file as the editors label it: relative to the workspace when inside it."""
+    try:
+        return path.resolve().relative_to(workspace).as_posix()
+    except ValueError:
+        return str(path)
+

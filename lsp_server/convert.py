@@ -6,14 +6,8 @@ import msgspec
 from lsprotocol import types
 
 from codeflow.context.errors import PositionError
+from codeflow.context.languages import language_id_of
 from codeflow.lsp_server.assistant.completion import Completion
-
-EXTENSION_LANGUAGES = {
-    ".py": "python", ".pyi": "python", ".js": "javascript", ".mjs": "javascript", ".cjs": "javascript",
-    ".jsx": "javascriptreact", ".ts": "typescript", ".tsx": "typescriptreact", ".go": "go",
-    ".rs": "rust", ".java": "java", ".c": "c", ".h": "c", ".cc": "cpp", ".cpp": "cpp", ".hpp": "cpp",
-    ".rb": "ruby", ".lua": "lua", ".sh": "shellscript",
-}
 
 
 class PositionArg(msgspec.Struct, frozen=True):
@@ -32,10 +26,7 @@ class CursorArg(msgspec.Struct, frozen=True):
 
 def language_of(path: str, language_id: str | None = None) -> str:
     """The LSP language id: the client's, else guessed from the file extension."""
-    if language_id:
-        return language_id
-    dot = path.rfind(".")
-    return EXTENSION_LANGUAGES.get(path[dot:].lower(), "plaintext") if dot >= 0 else "plaintext"
+    return language_id or language_id_of(path)
 
 
 def split_at(source: str, position: types.Position) -> tuple[str, str]:

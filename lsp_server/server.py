@@ -42,9 +42,6 @@ log = logging.getLogger("codeflow")
 T = TypeVar("T")
 SHOW_CONTEXT = "codeflow.showContext"
 STATS_METHOD = "codeflow/stats"
-# Larger documents are not completed: a prompt window is cut from them, but splitting and
-# re-parsing megabytes on every keystroke would cost more than the completion is worth.
-MAX_DOCUMENT_CHARS = 2_000_000
 
 
 class CodeflowServer(LanguageServer):
@@ -103,19 +100,27 @@ class CodeflowServer(LanguageServer):
         if settings.log_level != level_before:
             logging.getLogger("codeflow").setLevel(settings.log_level.upper())
 
-    async def ensure_loaded(self) -> None:
-        """Load the completion model off the loop, with a "Loading model" progress."""
+    async def ensure_loaded(self, work_done: types.ProgressToken | None = None) -> None:
+        """Load the completion model off the loop, with a "Loading model" progress: on the
+        request's `workDoneToken` when it carries one, which LSP says the server uses instead of
+        creating its own (a request that waits for a load begun elsewhere shows it there too)."""
         if self._load_lock is None:
             self._load_lock = asyncio.Lock()
-        async with self._load_lock:
-            if self.assistant.loaded():
-                return
-            token = await self._progress_begin("Loading model")
-            try:
+        if self.assistant.loaded():
+            return
+        token = work_done
+        if token is not None:
+            self.work_done_progress.begin(token, types.WorkDoneProgressBegin(title="Loading model"))
+        try:
+            async with self._load_lock:
+                if self.assistant.loaded():
+                    return
+                if token is None:
+                    token = await self._progress_begin("Loading model")
                 await self.in_model_thread(self.assistant.load)
-            finally:
-                self._progress_end(token)
-            await self._advise_on_default_model()
+        finally:
+            self._progress_end(token)
+        await self._advise_on_default_model()
 
     async def _advise_on_default_model(self) -> None:
         """With the embedded demo model in use, the status carries what this machine could run
@@ -184,8 +189,12 @@ class CodeflowServer(LanguageServer):
         language = convert.language_of(doc.path or uri, doc.language_id)
         if not settings.enabled or language in settings.disabled_languages:
             return None
-        if len(source) > MAX_DOCUMENT_CHARS or "\x00" in source[:8192]:
-            self.report.log(f"not completing {uri}: binary or larger than {MAX_DOCUMENT_CHARS} characters")
+        # Documents over the indexing limit are not completed either: a prompt window is cut from
+        # them, but splitting and re-parsing megabytes on every keystroke costs more than it gives.
+        limit = self.assistant.settings.context.max_file_bytes
+        too_big = len(source) > limit or len(source.encode("utf-8", "surrogatepass")) > limit
+        if too_big or "\x00" in source[:8192]:
+            self.report.log(f"not completing {uri}: binary or larger than context.maxFileBytes ({limit} bytes)")
             return None
         local_only = self.is_private(doc.path or uri, "completion")
         if local_only is None:
@@ -253,9 +262,11 @@ class CodeflowServer(LanguageServer):
         line, col = prefix.count("\n"), len(prefix) - prefix.rfind("\n") - 1
         return await asyncio.to_thread(self.assistant.context_view, fs_path(target.uri), prefix + suffix, line, col)
 
-    async def complete(self, uri: str, position: types.Position, invoked: bool) -> Completion | None:
+    async def complete(self, uri: str, position: types.Position, invoked: bool,
+                       work_done: types.ProgressToken | None = None) -> Completion | None:
         """Run the pipeline off the loop; a cancelled request stops its generation, and a newer
-        request for the same document supersedes it (answered empty at once)."""
+        request for the same document supersedes it (answered empty at once). `work_done`: the
+        request's `workDoneToken`, for the progress of a model load it waits for."""
         cancel = self.assistant.begin_completion(uri)
         try:
             req = self.request_at(uri, (await self.read(uri))[0], position, invoked)
@@ -264,7 +275,7 @@ class CodeflowServer(LanguageServer):
             return None
         if req is None:
             return None
-        await self.ensure_loaded()
+        await self.ensure_loaded(work_done)
         if cancel.cancelled:
             return None
         try:
@@ -344,7 +355,7 @@ async def inline_completion(
 ) -> types.InlineCompletionList | None:
     """Ghost text at the cursor."""
     invoked = params.context.trigger_kind == types.InlineCompletionTriggerKind.Invoked
-    result = await ls.complete(params.text_document.uri, params.position, invoked)
+    result = await ls.complete(params.text_document.uri, params.position, invoked, params.work_done_token)
     if result is None:
         return types.InlineCompletionList(items=[])
     return convert.inline_items(result, params.position)
@@ -359,7 +370,7 @@ async def completion(ls: CodeflowServer, params: types.CompletionParams) -> type
         # The ghost text already answers this keystroke; a second generation here would halve
         # its CPU and show nothing new (issue 13, bug 5). Ctrl+Space still asks for one.
         return types.CompletionList(is_incomplete=False, items=[])
-    result = await ls.complete(params.text_document.uri, params.position, invoked)
+    result = await ls.complete(params.text_document.uri, params.position, invoked, params.work_done_token)
     if result is None:
         return types.CompletionList(is_incomplete=True, items=[])
     answer = convert.completion_items(result, params.position)

@@ -14,11 +14,14 @@ The Structs are the one schema (issue 17, section 4): each leaf's bounds and des
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import msgspec
 import platformdirs
 from msgspec import Meta
+
+if TYPE_CHECKING:
+    from codeflow.context.engine import EngineConfig
 
 CONFIG_FILE = "codeflow.toml"
 
@@ -91,12 +94,22 @@ class ContextSettings(_Base):
     budget_tokens: Annotated[int, Meta(ge=0, description="Token budget for cross-file context.")] = 1024
     prefix_tokens: Annotated[int, Meta(ge=0, description="Tokens of the current file before the cursor.")] = 1024
     suffix_tokens: Annotated[int, Meta(ge=0, description="Tokens of the current file after the cursor.")] = 256
-    max_file_bytes: Annotated[int, Meta(ge=0, description="Files larger than this are not indexed.")] = 1_000_000
+    max_file_bytes: Annotated[int, Meta(ge=0, description=(
+        "Files larger than this (in bytes) are not indexed, read or completed."
+    ))] = 1_000_000
     exclude: Annotated[tuple[str, ...], Meta(description="Gitignore-style globs the indexer skips.")] = ()
     secret_globs: Annotated[tuple[str, ...], Meta(description=(
         "Extra globs for files that never go into a prompt (on top of the built-in secret patterns)."
     ))] = ()
     cache: Annotated[bool, Meta(description="Cache the workspace index on disk.")] = True
+
+    def engine_config(self, use_cache: bool = True) -> EngineConfig:
+        """The context engine's configuration, the one place it is built from settings;
+        `use_cache=False` overrides `cache` (`codeflow context --no-cache`)."""
+        from codeflow.context.engine import EngineConfig  # loads tree-sitter: only when indexing
+
+        return EngineConfig(exclude=self.exclude, secret_globs=self.secret_globs,
+                            max_file_bytes=self.max_file_bytes, use_cache=self.cache and use_cache)
 
 
 class RemoteSettings(_Base):

@@ -18,7 +18,7 @@ from typing import Protocol
 
 import msgspec
 
-from codeflow.context.pack import estimate_tokens
+from codeflow.context.pack import CHARS_PER_TOKEN, estimate_tokens
 from codeflow.context.postprocess import MAX_LOGICAL_LINES, decide_multiline, logical_line, postprocess, runaway_at
 from codeflow.context.prompt import BuiltPrompt, PromptFormat, build_prompt
 from codeflow.lsp_server.settings import Settings
@@ -26,7 +26,6 @@ from codeflow.lsp_server.assistant.jobs import Cancelled, Job
 from codeflow.quant.backend import Backend, CancelToken, GenOptions, GenStats, ModelInfo, Prompt
 
 log = logging.getLogger(__name__)
-CHARS_PER_TOKEN = 3.2
 # The prefix window starts on a multiple of this many lines, so it stays put while typing.
 WINDOW_STEP = 32
 SPARE_STEP = 256
@@ -226,10 +225,11 @@ class CompletionService:
         """Blocking: the completion for `req`; raises Cancelled when `cancel` is set first."""
         if cancel.cancelled:  # superseded while it waited for a thread: start nothing
             raise Cancelled()
-        hit = self._cached(req)
-        job = hit if hit else self._start(req, cancel)
-        typed = req.prefix[len(job.base):]
+        # Decided once per request: it parses the document (issue 17 §2).
         multiline = decide_multiline(req.prefix, req.suffix, req.language, req.invoked)
+        hit = self._cached(req, multiline)
+        job = hit if hit else self._start(req, cancel, multiline)
+        typed = req.prefix[len(job.base):]
 
         def ready(raw: str) -> bool:
             ok, text = continuation(raw, typed)
@@ -267,9 +267,9 @@ class CompletionService:
 
     def stream(self, req: CompletionRequest, cancel: CancelToken) -> Iterator[str]:
         """Blocking generator of the shown text as it grows, line by line (for the CLI)."""
-        job = self._start(req, cancel)
-        typed = req.prefix[len(job.base):]
         multiline = decide_multiline(req.prefix, req.suffix, req.language, req.invoked)
+        job = self._start(req, cancel, multiline)
+        typed = req.prefix[len(job.base):]
         shown, seen = "", -1
         try:
             while True:
@@ -325,7 +325,7 @@ class CompletionService:
         shown = postprocess(complete, req.prefix, req.suffix, multiline=True, language=req.language)
         return len(shown) < len(complete.rstrip())
 
-    def _cached(self, req: CompletionRequest) -> _Job | None:
+    def _cached(self, req: CompletionRequest, multiline: bool) -> _Job | None:
         """The job whose output continues what the user has typed since its prompt ended."""
         with self._lock:
             job = self._jobs.get(req.key)
@@ -333,7 +333,7 @@ class CompletionService:
             return None
         if not req.prefix.startswith(job.req.prefix):
             return None
-        if req.invoked and not job.multiline and decide_multiline(req.prefix, req.suffix, req.language, True):
+        if req.invoked and not job.multiline and multiline:
             # A manual trigger asks for a block; this job wrote one line on a small budget, and
             # reusing it showed the same one-line item again (issue 13).
             return None
@@ -343,12 +343,11 @@ class CompletionService:
             return job
         return None
 
-    def _start(self, req: CompletionRequest, cancel: CancelToken) -> _Job:
+    def _start(self, req: CompletionRequest, cancel: CancelToken, multiline: bool) -> _Job:
         """Stop whatever runs (one model, one stream) and start a job for `req`; it reaches the
         model once the stopped jobs have ended, so at most one generation runs at a time."""
         self.stop_all()
         backend = self._backend()
-        multiline = decide_multiline(req.prefix, req.suffix, req.language, req.invoked)
         base, built, max_tokens = self.prompt_for(req, backend, multiline)
         job = _Job(req, base, built, multiline)
         opts = GenOptions(max_tokens=max_tokens, temperature=self.settings.completion.temperature, stop=built.stop)

@@ -21,7 +21,8 @@ import msgspec
 from codeflow.context import edits
 from codeflow.context.describe import enrich
 from codeflow.context.postprocess import to_sentence_end
-from codeflow.context.symbols import Usage
+from codeflow.context.api import ContextEngineAPI
+from codeflow.context.symbols import Definition, Usage
 from codeflow.lsp_server.assistant import instruct
 from codeflow.lsp_server.assistant.jobs import Cancelled, Job
 from codeflow.lsp_server.settings import Settings
@@ -33,7 +34,7 @@ log = logging.getLogger(__name__)
 CACHE_ENTRIES = 512
 MAX_CALLERS_IN_PROMPT = 8
 MAX_FUNCTION_CHARS = 6000
-KINDS = ("function", "method", "class", "property")
+EXPLAINED_KINDS = ("function", "method", "class", "property")
 _WORD = re.compile(r"[A-Za-z_$][\w$]*")
 # A sentence ends at . ! or ? before white space: "e.g." or "x.y" inside one do not end it.
 _SENTENCE_END = re.compile(r"\S[.!?](?=\s)")
@@ -83,40 +84,45 @@ def word_at(line_text: str, col: int) -> tuple[str, int, int] | None:
     return None
 
 
-def describe(engine: object | None, path: Path, display: str, text: str, language: str, line: int,
+def describe(engine: ContextEngineAPI | None, path: Path, display: str, text: str, language: str, line: int,
              word: str) -> Facts | None:
     """Facts about what the cursor is on: the function, method or class called `word` (its
     header, or a use the workspace defines), else the function around `line` (issue 13: inside a
     body the user means the function they are in). None outside any function."""
-    target = edits.enclosing_definition(language, text, line)
+    # The engine keeps each open buffer's tree: no second parse of the document here.
+    target = engine.function_at(path, text, line) if engine is not None else \
+        edits.enclosing_definition(language, text, line)
     current = str(path.resolve())
     if target is not None and target.name == word and target.start_line <= line <= max(target.body_line,
                                                                                        target.start_line):
         return _here(engine, current, text, language, display, target)
     found = _indexed(engine, current, word) if engine is not None and word else None
-    if found is not None:
+    source = engine.source_of(found[0]) if found is not None and found[0] != current else None
+    if found is not None and (found[0] == current or source is not None):
         file, definition = found
-        lines = text.split("\n") if file == current else (engine.ws.lines_of(file) or [])
+        lines = source.lines if source is not None else text.split("\n")
         body = "\n".join(lines[definition.start_line:definition.end_line + 1])
-        language = engine.index.get(file).lang if engine.index.get(file) is not None else language
-        return _facts(engine, enrich(language, lines, definition), language, engine.ws.rel(file), body, file)
+        grammar = source.language if source is not None else (edits.grammar_name(language) or "")
+        return _facts(engine, enrich(grammar, lines, definition), language if source is None else source.language,
+                      source.display if source is not None else display, body, file)
     return _here(engine, current, text, language, display, target) if target is not None else None
 
 
-def _here(engine: object | None, current: str, text: str, language: str, display: str, target: object) -> Facts:
+def _here(engine: ContextEngineAPI | None, current: str, text: str, language: str, display: str,
+          target: Definition) -> Facts:
     """Facts about a definition of the document itself."""
     body = edits.line_span(text, target.start_line, target.end_line)
     return _facts(engine, enrich(edits.grammar_name(language) or "", text.split("\n"), target),
                   language, display, body, current)
 
 
-def _indexed(engine: object, current: str, word: str) -> tuple[str, object] | None:
+def _indexed(engine: ContextEngineAPI, current: str, word: str) -> tuple[str, Definition] | None:
     """The workspace definition `word` refers to from the current file, through its imports."""
-    found = [(p, d) for p, d in engine.lookup(current, word) or () if d.kind in KINDS]
+    found = [(p, d) for p, d in engine.lookup(current, word) or () if d.kind in EXPLAINED_KINDS]
     return found[0] if found else None
 
 
-def _facts(engine: object | None, definition: object, language: str, display: str, body: str,
+def _facts(engine: ContextEngineAPI | None, definition: Definition, language: str, display: str, body: str,
            home: str | None = None) -> Facts:
     callers = tuple(engine.callers_of(definition.name, home)) if engine is not None else ()
     return Facts(name=definition.name, kind=definition.kind, signature=definition.signature,

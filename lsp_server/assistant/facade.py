@@ -14,8 +14,9 @@ import msgspec
 
 from codeflow.context import edits
 from codeflow.context.edits import EditPlan
+from codeflow.context.pack import PackedContext
 from codeflow.context.workspace import private_to
-from codeflow.lsp_server.assistant import explain, instruct
+from codeflow.lsp_server.assistant import context_view, explain, instruct
 from codeflow.lsp_server.assistant.completion import Completion, CompletionRequest
 from codeflow.lsp_server.assistant.jobs import Job
 from codeflow.lsp_server.assistant.runtime import Runtime
@@ -110,8 +111,11 @@ class Assistant:
         return Path(path).name
 
     def context_view(self, path: Path, text: str, line: int, col: int) -> dict:
-        """The packed context for a cursor, `codeflow context --json`'s shape (blocking)."""
-        return self.runtime.pack_context(path, text, line, col)
+        """The packed context for a cursor, `codeflow context --json`'s shape, plus `markdown`:
+        the view that editors show as it is (blocking)."""
+        packed = self.runtime.pack_context(path, text, line, col)
+        where = f"{self.display_path(str(path))}:{line + 1}"
+        return {**packed, "markdown": context_view.markdown(msgspec.convert(packed, PackedContext), where)}
 
     # Completions -------------------------------------------------------------------------------
 

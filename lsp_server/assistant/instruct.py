@@ -17,6 +17,7 @@ from pathlib import Path
 import msgspec
 
 from codeflow.context import edits
+from codeflow.context.api import ContextEngineAPI
 from codeflow.context.edits import EditPlan
 from codeflow.context.errors import EditRejectedError, PositionError
 from codeflow.context.postprocess import degenerate_phrase
@@ -343,7 +344,7 @@ def room_left(backend: Backend, built: BuiltPrompt, max_tokens: int, what: str) 
     return left
 
 
-def gather_context(engine: object | None, path: Path, text: str, line: int, budget: int,
+def gather_context(engine: ContextEngineAPI | None, path: Path, text: str, line: int, budget: int,
                    count_tokens: Callable[[str], int] | None) -> str:
     """Cross-file context for a line (the definitions the code there uses), rendered; "" without."""
     if engine is None or budget <= 0:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import msgspec
 
+from codeflow.context.api import ContextEngineAPI
 from codeflow.lsp_server.assistant.completion import CompletionRequest, CompletionService
 from codeflow.lsp_server.settings import Settings
 from codeflow.quant.backend import Backend
@@ -26,7 +27,7 @@ MODEL_THREADS = 8
 class EngineContext:
     """Adapts the context engine to the completion pipeline's ContextSource."""
 
-    def __init__(self, engine: Callable[[], object], root: Path) -> None:
+    def __init__(self, engine: Callable[[], ContextEngineAPI | None], root: Path) -> None:
         self.engine = engine
         self.root = root
 
@@ -70,7 +71,7 @@ class Runtime:
         self._lock = threading.Lock()
         self._backend: FallbackBackend | None = None
         self._chat: FallbackBackend | None = None
-        self.engine: object | None = None
+        self.engine: ContextEngineAPI | None = None
         self._closed = False
         self._buffer_failed = False
         self._too_large: set[str] = set()  # open buffers past maxFileBytes, told once each
@@ -205,16 +206,12 @@ class Runtime:
         if not roots or not self.settings.context.enabled:
             return
         try:
-            from codeflow.context.engine import ContextEngine, EngineConfig
+            from codeflow.context.engine import ContextEngine
         except ImportError as exc:
             self.on_problem("context", f"the context engine cannot load ({exc}); completions, actions and "
                                        "hovers go without cross-file context")
             return
-        c = self.settings.context
-        config = EngineConfig(
-            exclude=c.exclude, secret_globs=c.secret_globs, max_file_bytes=c.max_file_bytes, use_cache=c.cache
-        )
-        engine = ContextEngine(roots, config)
+        engine = ContextEngine(roots, self.settings.context.engine_config())
         if watch:
             engine.start(watch=True, on_progress=progress, on_problem=lambda m: self.on_problem("context", m))
         else:
@@ -222,7 +219,7 @@ class Runtime:
         self.engine = engine
         self.completion.context = EngineContext(self.settled_engine, roots[0])
 
-    def settled_engine(self) -> object | None:
+    def settled_engine(self) -> ContextEngineAPI | None:
         """The context engine once every buffer update sent so far is applied (blocking: call it
         from a worker thread, never the event loop)."""
         if self.engine is not None and not self._closed:
