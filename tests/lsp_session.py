@@ -58,7 +58,9 @@ async def lsp_session(
 def _plain(value: Any) -> Any:
     """pygls hands custom notifications' params over as named tuples: back to dicts."""
     if hasattr(value, "_asdict"):
-        return {k: _plain(v) for k, v in value._asdict().items()}
+        value = value._asdict()
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
     return value
 
 
@@ -110,7 +112,40 @@ def inline_params(uri: str, line: int, character: int, invoked: bool = False) ->
 
 
 async def stats(client: LanguageClient) -> dict[str, Any]:
-    """The server's diagnostics of its last completion job."""
-    result = await client.protocol.send_request_async("codeflow/stats", {})
+    """The server's diagnostics of its last completion job (`previous`, `totals`: dicts too)."""
     # pygls hands results of custom methods back as named tuples.
-    return result._asdict() if hasattr(result, "_asdict") else dict(result)
+    return _plain(await client.protocol.send_request_async("codeflow/stats", {}))
+
+
+async def wait_for_stats(client: LanguageClient, test: Any, timeout: float = 20.0) -> dict[str, Any]:
+    """The first `codeflow/stats` answer for which `test(stats)` holds (a job's end has no
+    notification of its own: ask until it shows)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        last = await stats(client)
+        if test(last):
+            return last
+        if loop.time() > deadline:
+            raise AssertionError(f"codeflow/stats never matched; last: {last}")
+        await asyncio.sleep(0.05)
+
+
+def idle(info: dict[str, Any]) -> bool:
+    """No completion generates any more (the last job ended, however it ended)."""
+    return info["totals"]["in_flight"] == 0
+
+
+async def wait_for_message(client: LanguageClient, needle: str, timeout: float = 20.0, log: bool = False,
+                           kind: types.MessageType | None = None) -> str:
+    """The first `window/showMessage` (with `log`: `window/logMessage`) text containing `needle`,
+    of type `kind` when given, waiting for it to arrive."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while loop.time() < deadline:
+        for m in client.log_messages if log else client.messages:
+            if needle in m.message and kind in (None, m.type):
+                return m.message
+        await asyncio.sleep(0.05)
+    got = [m.message for m in (client.log_messages if log else client.messages)]
+    raise AssertionError(f"no message containing {needle!r}; got {got}")

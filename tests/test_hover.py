@@ -12,8 +12,8 @@ import pytest
 from lsprotocol import types
 
 from codeflow.quant.models import default_chat_model_path
-from lsp_session import lsp_session, open_doc
-from test_actions import instruct_stats, messages, prompts, run_command, wait_for_report
+from lsp_session import lsp_session, open_doc, wait_for_message
+from test_actions import instruct_stats, prompts, run_command, wait_ended, wait_for_report
 
 DATA = Path(__file__).parent / "data" / "actions"
 TOTAL_DOC = "It doubles every item and returns them as a new list."
@@ -121,9 +121,7 @@ async def test_cancelling_an_explanation_stops_generation(workspace: Path, model
         client.protocol.notify(types.CANCEL_REQUEST, types.CancelParams(id=msg_id))
         with pytest.raises(Exception):
             await asyncio.wait_for(pending, timeout=10)
-        await asyncio.sleep(0.5)
-        first = (await instruct_stats(client))["explain"]
-        await asyncio.sleep(0.3)
+        first = await wait_ended(client, "explain")
         assert first["cancelled"] is True and 0 < first["tokens"] < 800
         assert (await instruct_stats(client))["explain"] == first
 
@@ -147,8 +145,8 @@ async def test_bad_hovers_get_nothing_and_the_server_keeps_serving(
         assert answer["text"] == "" and "no chat model is set" in answer["error"]
         bad = await (await run_command(client, "codeflow.explainFunction", {"uri": uri}))
         assert bad == {"text": ""}
-        await asyncio.sleep(0.2)
-        assert messages(client, "no chat model is set") and messages(client, "explainFunction expects")
+        await wait_for_message(client, "no chat model is set")
+        await wait_for_message(client, "explainFunction expects")
         assert await client.text_document_hover_async(at(uri, 10, 9)) is not None
 
 

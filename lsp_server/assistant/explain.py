@@ -26,7 +26,7 @@ from codeflow.context.symbols import Definition, Usage
 from codeflow.lsp_server.assistant import instruct
 from codeflow.lsp_server.assistant.jobs import Cancelled, Job
 from codeflow.lsp_server.settings import Settings
-from codeflow.quant.backend import Backend, CancelToken, GenOptions
+from codeflow.quant.backend import Backend, GenOptions
 from codeflow.quant.errors import ModelNotFoundError
 from codeflow.quant.models import resolve_chat_model
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import re
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -24,7 +23,7 @@ from codeflow.context.postprocess import degenerate_phrase
 from codeflow.context.prompt import BuiltPrompt, render_chat
 from codeflow.lsp_server.assistant.completion import prompt_format
 from codeflow.lsp_server.assistant.jobs import Cancelled, Job
-from codeflow.quant.backend import Backend, CancelToken, ChatMessage, GenOptions, GenStats, Prompt
+from codeflow.quant.backend import Backend, ChatMessage, GenOptions, GenStats, Prompt
 from codeflow.quant.errors import DegenerateAnswerError, EmptyPromptError, ModelNotFoundError, PromptTooLongError
 
 log = logging.getLogger(__name__)
@@ -360,9 +359,3 @@ def gather_context(engine: ContextEngineAPI | None, path: Path, text: str, line:
 def display_answer(partial: str, prefill: str) -> str:
     """The partial answer as progress shows it: the code so far, without the fence."""
     return edits.extract_code(partial, prefill) or partial
-
-
-def abs_path(root: Path | None, path: str) -> Path:
-    """A workspace-relative path made absolute."""
-    candidate = Path(path)
-    return candidate if candidate.is_absolute() or root is None else root / candidate

@@ -12,7 +12,7 @@ import {
   type ServerOptions,
 } from 'vscode-languageclient/node';
 import { BackoffErrorHandler } from './backoff';
-import { isContextResult, renderContext, renderExplanation } from './contextView';
+import { contextMarkdown, renderExplanation } from './contextView';
 import { buildLaunch, commandMissing, resolveCommand } from './launch';
 import { levelOf, TraceChannel } from './logging';
 import { chooseModel } from './models';
@@ -109,15 +109,9 @@ export class Codeflow implements vscode.Disposable {
         }
         return next(doc, pos, ctx, token);
       },
-      // The server's explain command (also offered as a code action) shows its text here.
+      // The server's explain command, run by anything else in the editor, shows its text here.
       executeCommand: (command, args, next) =>
         command === SERVER_COMMANDS.explain && args[0] ? this.explain(args[0] as CursorArg) : next(command, args),
-      workspace: {
-        configuration: (params) => {
-          const settings = buildServerSettings(this.inspector()).codeflow;
-          return params.items.map((item) => (item.section === 'codeflow' ? settings : null));
-        },
-      },
     };
   }
 
@@ -291,11 +285,12 @@ export class Codeflow implements vscode.Disposable {
       command: SERVER_COMMANDS.showContext,
       arguments: [arg],
     });
-    if (!isContextResult(result)) {
+    const markdown = contextMarkdown(result);
+    if (markdown === undefined) {
       void vscode.window.showErrorMessage('Codeflow: the server returned no context for this position.');
       return;
     }
-    await this.docs.show('context', renderContext(result, this.where(arg)));
+    await this.docs.show('context', markdown);
   }
 
   /** Explains the function at the cursor, streaming progress, then shows the text. */

@@ -119,13 +119,9 @@ describe('settings changes', () => {
     expect(STOP_TIMEOUT_MS).toBeGreaterThanOrEqual(10000);
   });
 
-  it('answers workspace/configuration pulls with the same object', async () => {
-    vscode.settingsStore.set('hover.waitMs', 50);
+  it('pulls no workspace/configuration: the settings go with initialize and didChangeConfiguration', async () => {
     await start();
-    const pull = lastClient().clientOptions.middleware.workspace.configuration;
-    const [ours, other] = pull({ items: [{ section: 'codeflow' }, { section: 'python' }] });
-    expect(ours).toEqual({ hover: { waitMs: 50 } });
-    expect(other).toBeNull();
+    expect(lastClient().clientOptions.middleware.workspace).toBeUndefined();
   });
 });
 
@@ -153,14 +149,16 @@ describe('commands', () => {
     expect(await mw.provideInlineCompletionItems(doc('python'), {}, {}, {}, next)).toBeUndefined();
   });
 
-  it('show context sends the cursor to codeflow.showContext and opens a read-only document', async () => {
+  it('show context sends the cursor to codeflow.showContext and opens the server\'s markdown read-only', async () => {
     await start();
     putCursor('app.py', 4, 7);
+    const markdown = '# Codeflow context for app.py:5\n\n## models.py:1-1\nimported (score 1.000)\n\n```python\nclass User: ...\n```\n';
     lastClient().reply = {
-      snippets: [{ path: 'models.py', start_line: 0, end_line: 1, text: 'class User: ...', reason: 'imported', score: 1 }],
+      snippets: [{ path: 'models.py', start_line: 1, end_line: 1, text: 'class User: ...', reason: 'imported', score: 1 }],
       dropped: [],
       budget: 1024,
       used: 12,
+      markdown,
     };
     await vscode.commands.executeCommand(COMMANDS.context);
     expect(lastClient().requests[0]).toEqual({
@@ -172,8 +170,7 @@ describe('commands', () => {
     });
     expect(vscode.shownDocuments).toHaveLength(1);
     expect(vscode.shownDocuments[0].uri.scheme).toBe('codeflow');
-    expect(vscode.shownDocuments[0].text).toContain('# Codeflow context for app.py:5');
-    expect(vscode.shownDocuments[0].text).toContain('class User: ...');
+    expect(vscode.shownDocuments[0].text).toBe(markdown);
   });
 
   it('explain streams progress and shows the returned text', async () => {

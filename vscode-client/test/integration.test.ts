@@ -100,8 +100,6 @@ describe.skipIf(!haveServer)('the real server, launched as the extension launche
     conn.onRequest('window/workDoneProgress/create', () => null);
     conn.onRequest('client/registerCapability', () => null);
     conn.onRequest('window/showMessageRequest', () => null);
-    const pull = cf.middleware().workspace!.configuration as unknown as (p: unknown) => unknown;
-    conn.onRequest('workspace/configuration', (params) => pull(params));
     conn.listen();
 
     const rootUri = pathToFileURL(workspace).toString();
@@ -112,7 +110,7 @@ describe.skipIf(!haveServer)('the real server, launched as the extension launche
       capabilities: {
         window: { workDoneProgress: true },
         textDocument: { inlineCompletion: { dynamicRegistration: true }, synchronization: {} },
-        workspace: { configuration: true, workspaceFolders: true },
+        workspace: { workspaceFolders: true },
       },
       initializationOptions: cf.clientOptions().initializationOptions,
     });
@@ -177,6 +175,9 @@ describe.skipIf(!haveServer)('the real server, launched as the extension launche
     expect(first.used).toBeLessThanOrEqual(512);
     expect(Array.isArray(first.snippets)).toBe(true);
     expect(first.snippets.map((s: { path: string }) => s.path).join(' ')).toMatch(/models\.py/);
+    // The view every editor shows, rendered by the server.
+    expect(first.markdown).toMatch(/^# Codeflow context for app\.py:\d+\n/);
+    expect(first.markdown).toMatch(/\n## models\.py:\d+-\d+\n/);
 
     vscode.settingsStore.set('context.budgetTokens', 256);
     await conn.sendNotification('workspace/didChangeConfiguration', { settings: buildServerSettings(cf.inspector()) });

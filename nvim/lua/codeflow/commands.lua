@@ -51,15 +51,15 @@ local function server_command(command, extra, done)
   end, 0)
 end
 
---- Opens the context the model would get at the cursor, in a read-only buffer.
+--- Opens the context the model would get at the cursor, in a read-only buffer: the markdown the
+--- server rendered, as it is.
 function M.context()
-  local label = where()
   server_command('codeflow.showContext', nil, function(result)
-    if type(result) ~= 'table' or type(result.snippets) ~= 'table' then
+    if type(result) ~= 'table' or type(result.markdown) ~= 'string' or result.markdown == '' then
       notify('the server returned no context for this position', vim.log.levels.WARN)
       return
     end
-    render.show('context', render.context(result, label))
+    render.show('context', vim.split(result.markdown:gsub('\n$', ''), '\n', { plain = true }))
   end)
 end
 

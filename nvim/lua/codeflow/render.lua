@@ -1,52 +1,6 @@
---- Markdown for `codeflow.showContext` and `codeflow.explainFunction` results.
+--- Scratch buffers and floats for `codeflow.showContext` and `codeflow.explainFunction` results (the
+--- server renders the context view itself: its answer's `markdown`).
 local M = {}
-
-local FENCE_LANG = {
-  py = 'python', js = 'javascript', ts = 'typescript', tsx = 'tsx', jsx = 'jsx', go = 'go',
-  rs = 'rust', java = 'java', c = 'c', h = 'c', cpp = 'cpp', hpp = 'cpp', lua = 'lua',
-}
-
-local function fence(text)
-  local ticks = '```'
-  while text:find(ticks, 1, true) do
-    ticks = ticks .. '`'
-  end
-  return ticks
-end
-
-local function dropped_line(d)
-  if type(d) ~= 'table' then
-    return tostring(d)
-  end
-  local where = d.path and (d.start_line and ('%s:%d'):format(d.path, d.start_line) or d.path) or nil
-  local parts = vim.tbl_filter(function(x) return x ~= nil and x ~= '' end, { where, d.reason })
-  return #parts > 0 and table.concat(parts, ' — ') or vim.json.encode(d)
-end
-
---- Lines of markdown for the context the model would get at `where`.
-function M.context(result, where)
-  local out = { '# Codeflow context for ' .. where, '' }
-  local snippets = result.snippets or {}
-  table.insert(out, ('%d snippets, %d of %d tokens used.'):format(#snippets, result.used or 0, result.budget or 0))
-  table.insert(out, '')
-  for _, s in ipairs(snippets) do
-    local f = fence(s.text)
-    -- The server's lines are 1-based already (context/pack.py `Snippet`).
-    table.insert(out, ('## %s:%d-%d'):format(s.path, s.start_line, s.end_line))
-    table.insert(out, ('%s (score %.3f)'):format(s.reason or '', tonumber(s.score) or 0))
-    table.insert(out, '')
-    table.insert(out, f .. (FENCE_LANG[s.path:match('%.(%w+)$') or ''] or ''))
-    vim.list_extend(out, vim.split(s.text:gsub('\n$', ''), '\n', { plain = true }))
-    vim.list_extend(out, { f, '' })
-  end
-  if result.dropped and #result.dropped > 0 then
-    vim.list_extend(out, { '## Dropped (over budget or filtered)', '' })
-    for _, d in ipairs(result.dropped) do
-      table.insert(out, '- ' .. dropped_line(d))
-    end
-  end
-  return out
-end
 
 --- Lines of markdown for an explanation.
 function M.explanation(text, where)
