@@ -30,6 +30,14 @@ sys.path.insert(0, str(TESTS))
 
 from gguf_factory import write_tiny_gguf  # noqa: E402
 from wire import WireServer  # noqa: E402
+from workspace_churn import (  # noqa: E402
+    OLD_FILES,
+    OPERATIONS,
+    SETTLED,
+    churn_while_starved,
+    settle,
+    write_old_files,
+)
 
 SOURCE = "import os\n\n\ndef load_config(path):\n    with open(path) as fh:\n        return fh.read()\n\n\ndef main():\n    cfg = load_config(\n"
 LINE, COL = 9, len("    cfg = load_config(")
@@ -222,46 +230,20 @@ def run_churn() -> dict[str, Any]:
 
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        for i in range(300):
-            (root / f"old_{i}.py").write_text(f"class Old{i}:\n    pass\n")
+        write_old_files(root)
         engine = ContextEngine([root], EngineConfig(use_cache=False))
         engine.start(watch=True)
         engine.wait_ready(60)
-        churn = subprocess.Popen([sys.executable, "-c", CHURN, str(root)])
         start = time.monotonic()
-        while churn.poll() is None:
-            sum(range(60_000_000))  # one C call holds the GIL: the event reader falls behind
-        want = {f"Fresh{i}" for i in range(300)} | {f"Old{i}" for i in range(150, 300)}
-        names: set[str] = set()
-        while time.monotonic() - start < 60:
-            with engine.index.lock:
-                names = {d.name for fi in engine.index.files.values() for d in fi.defs}
-            if names == want:
-                break
-            time.sleep(0.1)
+        churn_while_starved(root, hold=60_000_000)  # the event reader falls behind
+        names = settle(engine, start + 60)
         settled = time.monotonic() - start
         overflows = engine._watcher.overflows if engine._watcher else 0
         engine.stop()
-    probes = [f"Fresh{i}" for i in range(0, 300, 10)] + [f"Old{i}" for i in range(0, 300, 10)]
-    right = sum((p in names) == (p in want) for p in probes)
-    return {"operations": 300 + 150 + 8000 * 2, "overflows": overflows, "probes_right": right,
+    probes = [f"Fresh{i}" for i in range(0, 300, 10)] + [f"Old{i}" for i in range(0, OLD_FILES, 10)]
+    right = sum((p in names) == (p in SETTLED) for p in probes)
+    return {"operations": OPERATIONS, "overflows": overflows, "probes_right": right,
             "probes": len(probes), "settled_s": round(settled, 2), "survived": right == len(probes)}
-
-
-CHURN = """
-import os, sys
-root = sys.argv[1]
-for i in range(300):
-    with open(os.path.join(root, f"new_{i}.py"), "w") as fh:
-        fh.write(f"class Fresh{i}:\\n    pass\\n")
-for i in range(150):
-    os.unlink(os.path.join(root, f"old_{i}.py"))
-for i in range(8000):
-    path = os.path.join(root, f"n{i}.txt")
-    with open(path, "w") as fh:
-        fh.write("x")
-    os.unlink(path)
-"""
 
 
 def _model(arg: str, tmp: Path) -> str:

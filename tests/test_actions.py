@@ -3,19 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
-import shutil
 import uuid
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 from lsprotocol import types
+from pytest_lsp import LanguageClient
 
 from codeflow.context.edits import error_count
 from lsp_session import lsp_session, open_doc, wait_for_message
 
-DATA = Path(__file__).parent / "data" / "actions"
 LOOP_ANSWER = "def total(self, items):\n    return [double(item) for item in items]\n```\nDone."
 FIX_ANSWER = ("def total(self, items):\n    result = []\n    for item in items:\n"
               "        result.append(double(item))\n    return list(result)\n```")
@@ -48,14 +49,21 @@ def prompts(tmp_path: Path) -> list[str]:
 
 
 @pytest.fixture
-def workspace(tmp_path: Path) -> Path:
-    root = tmp_path / "ws"
-    shutil.copytree(DATA, root)
-    return root
+def workspace(copy_data_workspace: Callable[[str], Path]) -> Path:
+    return copy_data_workspace("actions")
 
 
 def options(models_dir: Path, chat_path: str) -> dict:
     return {"model": {"path": str(models_dir / "base.gguf"), "chatPath": chat_path}}
+
+
+@contextlib.asynccontextmanager
+async def store_session(workspace: Path, models_dir: Path, tmp_path: Path, chat_path: str,
+                        capabilities: types.ClientCapabilities | None = None
+                        ) -> AsyncIterator[tuple[LanguageClient, str]]:
+    """A session with the chat model `chat_path` and store.py open; yields the client and its URI."""
+    async with lsp_session(workspace, options(models_dir, chat_path), tmp_path, capabilities=capabilities) as client:
+        yield client, open_doc(client, workspace / "store.py")
 
 
 def selection(uri: str, start: tuple[int, int], end: tuple[int, int],
@@ -115,6 +123,21 @@ def messages(client, text: str) -> list[str]:
     return [m.message for m in client.messages if text in m.message]
 
 
+def change(client: LanguageClient, uri: str, version: int, line: int, text: str, end_col: int = 0) -> None:
+    """Send one incremental change: `text` replaces (line, 0)-(line, end_col)."""
+    span = types.Range(start=types.Position(line, 0), end=types.Position(line, end_col))
+    client.text_document_did_change(types.DidChangeTextDocumentParams(
+        text_document=types.VersionedTextDocumentIdentifier(uri=uri, version=version),
+        content_changes=[types.TextDocumentContentChangePartial(range=span, text=text)],
+    ))
+
+
+async def listed_simplify(client: LanguageClient, uri: str) -> types.CodeAction:
+    """The "Simplify" action listed at the cursor in `Store.total`."""
+    actions = await client.text_document_code_action_async(selection(uri, (5, 3), (5, 3)))
+    return next(a for a in actions if a.title == "Simplify (AI)")
+
+
 async def wait_ended(client, kind: str = "action", timeout: float = 10.0) -> dict[str, Any]:
     """The last action's (or, with kind="explain", explanation's) stats once its generation has
     ended (its total time is set)."""
@@ -139,9 +162,18 @@ async def wait_for_report(client, timeout: float = 10.0) -> tuple[str, types.Wor
     raise AssertionError("no $/progress report with text arrived")
 
 
+async def start_simplify(client: LanguageClient, uri: str, msg_id: str | None = None
+                         ) -> tuple[types.CodeAction, asyncio.Future, str]:
+    """Run the listed "Simplify" by `codeflow.runAction` until the model streams; returns the
+    action, the pending command and its progress token."""
+    simplify = await listed_simplify(client, uri)
+    pending = await run_command(client, "codeflow.runAction", simplify.data, msg_id=msg_id)
+    token, _ = await wait_for_report(client)
+    return simplify, pending, token
+
+
 async def test_actions_listed_for_diagnostic_and_selection(workspace: Path, models_dir: Path, tmp_path: Path) -> None:
-    async with lsp_session(workspace, options(models_dir, recording(tmp_path)), tmp_path) as client:
-        uri = open_doc(client, workspace / "store.py")
+    async with store_session(workspace, models_dir, tmp_path, recording(tmp_path)) as (client, uri):
         diag = diagnostic(7, "undefined name 'doubel'")
         actions = await client.text_document_code_action_async(selection(uri, (6, 0), (8, 0), [diag]))
         kinds = {a.kind for a in actions}
@@ -165,9 +197,8 @@ async def test_actions_listed_for_diagnostic_and_selection(workspace: Path, mode
 async def test_resolve_produces_an_edit_for_the_document_version(
     workspace: Path, models_dir: Path, tmp_path: Path
 ) -> None:
-    async with lsp_session(workspace, options(models_dir, recording(tmp_path)), tmp_path) as client:
-        text = (workspace / "store.py").read_text()
-        uri = open_doc(client, workspace / "store.py")
+    text = (workspace / "store.py").read_text()
+    async with store_session(workspace, models_dir, tmp_path, recording(tmp_path)) as (client, uri):
         actions = await client.text_document_code_action_async(selection(uri, (5, 3), (5, 3)))
         loop = next(a for a in actions if a.title.startswith("Convert loop"))
         resolved = await client.code_action_resolve_async(loop)
@@ -188,9 +219,8 @@ async def test_resolve_produces_an_edit_for_the_document_version(
 async def test_quick_fix_command_streams_progress_and_applies(
     workspace: Path, models_dir: Path, tmp_path: Path
 ) -> None:
-    async with lsp_session(workspace, options(models_dir, recording(tmp_path, delay_ms=5)), tmp_path) as client:
+    async with store_session(workspace, models_dir, tmp_path, recording(tmp_path, delay_ms=5)) as (client, uri):
         received = record_apply_edits(client)
-        uri = open_doc(client, workspace / "store.py")
         diag = diagnostic(8, "returns a list that callers mutate")
         actions = await client.text_document_code_action_async(selection(uri, (8, 8), (8, 8), [diag]))
         fix = next(a for a in actions if a.kind == "quickfix")
@@ -209,8 +239,7 @@ async def test_quick_fix_command_streams_progress_and_applies(
 
 
 async def test_an_answer_that_breaks_the_syntax_is_rejected(workspace: Path, models_dir: Path, tmp_path: Path) -> None:
-    async with lsp_session(workspace, options(models_dir, recording(tmp_path)), tmp_path) as client:
-        uri = open_doc(client, workspace / "store.py")
+    async with store_session(workspace, models_dir, tmp_path, recording(tmp_path)) as (client, uri):
         actions = await client.text_document_code_action_async(selection(uri, (5, 3), (5, 3)))
         document = next(a for a in actions if a.title.startswith("Add docstring"))
         resolved = await client.code_action_resolve_async(document)
@@ -221,19 +250,10 @@ async def test_an_answer_that_breaks_the_syntax_is_rejected(workspace: Path, mod
 async def test_a_document_edited_during_generation_is_not_overwritten(
     workspace: Path, models_dir: Path, tmp_path: Path
 ) -> None:
-    async with lsp_session(workspace, options(models_dir, recording(tmp_path)), tmp_path) as client:
+    async with store_session(workspace, models_dir, tmp_path, recording(tmp_path)) as (client, uri):
         received = record_apply_edits(client)
-        uri = open_doc(client, workspace / "store.py")
-        actions = await client.text_document_code_action_async(selection(uri, (5, 3), (5, 3)))
-        simplify = next(a for a in actions if a.title.startswith("Simplify"))
-        pending = await run_command(client, "codeflow.runAction", simplify.data)
-        await wait_for_report(client)
-        client.text_document_did_change(types.DidChangeTextDocumentParams(
-            text_document=types.VersionedTextDocumentIdentifier(uri=uri, version=2),
-            content_changes=[types.TextDocumentContentChangePartial(
-                range=types.Range(start=types.Position(0, 0), end=types.Position(0, 0)), text="# mine\n")],
-        ))
-        token, _ = await wait_for_report(client)
+        simplify, pending, token = await start_simplify(client, uri)
+        change(client, uri, 2, 0, "# mine\n")
         client.protocol.notify(types.WINDOW_WORK_DONE_PROGRESS_CANCEL, types.WorkDoneProgressCancelParams(token=token))
         result = await asyncio.wait_for(pending, timeout=15)
         assert result["applied"] is False and received == []
@@ -246,18 +266,10 @@ async def test_a_document_edited_during_generation_is_not_overwritten(
     # dropped (an edit above it moves the result instead: tests/test_actions_moved.py).
     fast = {"name": "recorded-chat", "answers": [{"match": "Simplify", "text": LOOP_ANSWER, "delay_ms": 60}]}
     (tmp_path / "fast.json").write_text(json.dumps(fast))
-    async with lsp_session(workspace, options(models_dir, f"recorded:{tmp_path / 'fast.json'}"), tmp_path) as client:
+    async with store_session(workspace, models_dir, tmp_path, f"recorded:{tmp_path / 'fast.json'}") as (client, uri):
         received = record_apply_edits(client)
-        uri = open_doc(client, workspace / "store.py")
-        actions = await client.text_document_code_action_async(selection(uri, (5, 3), (5, 3)))
-        simplify = next(a for a in actions if a.title.startswith("Simplify"))
-        pending = await run_command(client, "codeflow.runAction", simplify.data)
-        await wait_for_report(client)
-        client.text_document_did_change(types.DidChangeTextDocumentParams(
-            text_document=types.VersionedTextDocumentIdentifier(uri=uri, version=2),
-            content_changes=[types.TextDocumentContentChangePartial(
-                range=types.Range(start=types.Position(5, 0), end=types.Position(5, 0)), text="        # mine\n")],
-        ))
+        _, pending, _ = await start_simplify(client, uri)
+        change(client, uri, 2, 5, "        # mine\n")
         result = await asyncio.wait_for(pending, timeout=15)
         assert result["applied"] is False and received == []
         await wait_for_message(client, "document changed while the model was answering")
@@ -265,14 +277,10 @@ async def test_a_document_edited_during_generation_is_not_overwritten(
 
 @pytest.mark.parametrize("how", ["progress", "request"])
 async def test_cancellation_stops_generation(workspace: Path, models_dir: Path, tmp_path: Path, how: str) -> None:
-    async with lsp_session(workspace, options(models_dir, recording(tmp_path)), tmp_path) as client:
+    async with store_session(workspace, models_dir, tmp_path, recording(tmp_path)) as (client, uri):
         received = record_apply_edits(client)
-        uri = open_doc(client, workspace / "store.py")
-        actions = await client.text_document_code_action_async(selection(uri, (5, 3), (5, 3)))
-        simplify = next(a for a in actions if a.title.startswith("Simplify"))
         msg_id = str(uuid.uuid4())
-        pending = await run_command(client, "codeflow.runAction", simplify.data, msg_id=msg_id)
-        token, _ = await wait_for_report(client)
+        _, pending, token = await start_simplify(client, uri, msg_id=msg_id)
         if how == "progress":
             client.protocol.notify(types.WINDOW_WORK_DONE_PROGRESS_CANCEL,
                                    types.WorkDoneProgressCancelParams(token=token))
@@ -292,8 +300,7 @@ async def test_cancellation_stops_generation(workspace: Path, models_dir: Path, 
 async def test_bad_requests_get_clean_errors_and_the_server_keeps_serving(
     workspace: Path, models_dir: Path, tmp_path: Path
 ) -> None:
-    async with lsp_session(workspace, options(models_dir, recording(tmp_path)), tmp_path) as client:
-        uri = open_doc(client, workspace / "store.py")
+    async with store_session(workspace, models_dir, tmp_path, recording(tmp_path)) as (client, uri):
         assert not await client.text_document_code_action_async(selection(uri, (500, 0), (501, 0)))
         missing = (workspace / "nope.py").as_uri()
         assert not await client.text_document_code_action_async(selection(missing, (0, 0), (0, 0)))
@@ -313,8 +320,7 @@ async def test_bad_requests_get_clean_errors_and_the_server_keeps_serving(
 async def test_a_missing_or_unset_chat_model_is_a_clear_error(
     workspace: Path, models_dir: Path, tmp_path: Path, chat_path: str, expected: str
 ) -> None:
-    async with lsp_session(workspace, options(models_dir, chat_path), tmp_path) as client:
-        uri = open_doc(client, workspace / "store.py")
+    async with store_session(workspace, models_dir, tmp_path, chat_path) as (client, uri):
         actions = await client.text_document_code_action_async(selection(uri, (5, 3), (5, 3)))
         assert actions  # listing never needs the model
         resolved = await client.code_action_resolve_async(actions[0])
@@ -328,9 +334,8 @@ async def test_real_instruct_model_resolves_an_action_end_to_end(
 ) -> None:
     from codeflow.quant.models import default_chat_model_path
 
-    async with lsp_session(workspace, options(models_dir, str(default_chat_model_path())), tmp_path) as client:
-        text = (workspace / "store.py").read_text()
-        uri = open_doc(client, workspace / "store.py")
+    text = (workspace / "store.py").read_text()
+    async with store_session(workspace, models_dir, tmp_path, str(default_chat_model_path())) as (client, uri):
         actions = await client.text_document_code_action_async(selection(uri, (11, 8), (11, 8)))
         document = next(a for a in actions if a.title.startswith("Add docstring"))
         assert document.data["startLine"] == 10 and document.data["endLine"] == 11

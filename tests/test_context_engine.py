@@ -36,6 +36,14 @@ def _at(engine: ContextEngine, path: Path, needle: str, budget: int = 4000, text
     return engine.query(path, text, line, len(lines[line]), budget)
 
 
+def _at_new_file(root: Path, tmp_path: Path, name: str, text: str, line: int, budget: int):
+    """Index `root`, then write `text` to `name` there and query at (line, 4) of it."""
+    engine = _engine(root, tmp_path)
+    path = root / name
+    path.write_text(text)
+    return engine.query(path, text, line, 4, budget)
+
+
 def _covers(packed, path: str, line: int) -> bool:
     return any(s.path == path and s.start_line <= line <= s.end_line for s in packed.snippets)
 
@@ -210,11 +218,7 @@ def test_base_class_of_enclosing_class_is_ranked_high(pyproj: Path, tmp_path: Pa
 
 
 def test_module_of_the_import_at_the_cursor(pyproj: Path, tmp_path: Path) -> None:
-    engine = _engine(pyproj, tmp_path)
-    app = pyproj / "reexport.py"
-    text = "from models import (\n    User,\n    \n)\n"
-    app.write_text(text)
-    packed = engine.query(app, text, 2, 4, 400)
+    packed = _at_new_file(pyproj, tmp_path, "reexport.py", "from models import (\n    User,\n    \n)\n", 2, 400)
     outline = next(s for s in packed.snippets if "module imported at the cursor (models)" in s.reason)
     assert outline.path == "models.py" and "class Account" in outline.text and "class Money" in outline.text
     assert outline.score > 3.5
@@ -235,11 +239,7 @@ def test_names_defined_everywhere_resolve_through_includes(tmp_path: Path) -> No
 
 
 def test_package_import_brings_the_modules_it_reexports(pyproj: Path, tmp_path: Path) -> None:
-    engine = _engine(pyproj, tmp_path)
-    user = pyproj / "use_services.py"
-    text = "import services\n\n\ndef go():\n    \n"
-    user.write_text(text)
-    packed = engine.query(user, text, 4, 4, 2000)
+    packed = _at_new_file(pyproj, tmp_path, "use_services.py", "import services\n\n\ndef go():\n    \n", 4, 2000)
     auth = next(s for s in packed.snippets if s.path == "services/auth.py")
     assert "re-exported by services/__init__.py" in auth.reason and "class AuthService" in auth.text
 

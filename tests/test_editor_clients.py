@@ -5,7 +5,7 @@ client's `workDoneToken` honoured by `workspace/executeCommand` (bug 9)."""
 from __future__ import annotations
 
 import asyncio
-import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -16,14 +16,11 @@ from lsp_session import lsp_session, open_doc
 from test_actions import instruct_stats, run_command
 from test_hover import TOTAL_DOC, cursor, hover_options
 
-DATA = Path(__file__).parent / "data" / "actions"
 
 
 @pytest.fixture
-def workspace(tmp_path: Path) -> Path:
-    root = tmp_path / "ws"
-    shutil.copytree(DATA, root)
-    return root
+def workspace(copy_data_workspace: Callable[[str], Path]) -> Path:
+    return copy_data_workspace("actions")
 
 
 async def jobs(client) -> tuple[int, int]:

@@ -8,6 +8,7 @@ import asyncio
 import json
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,7 @@ from lsprotocol import types
 import lsp_session as session_module
 from lsp_session import lsp_session, open_doc, wait_for_status
 from test_actions import prompts, run_command
-from test_hover import DATA, TOTAL_DOC, at, cursor, hover_options, hover_until
+from test_hover import TOTAL_DOC, at, cursor, hover_options, hover_until
 
 # The server as after a plain `pip install -e .`, without SmolLM2: `find_spec` answers None for a
 # module that sys.modules maps to None, exactly as for a package that is not installed.
@@ -28,12 +29,8 @@ SLOW_DOC = FIRST + " Then it hands the new list back to the caller, leaving the 
 
 
 @pytest.fixture
-def workspace(tmp_path: Path) -> Path:
-    root = tmp_path / "ws"
-    root.mkdir()
-    for name in ("store.py", "helpers.py"):
-        (root / name).write_text((DATA / name).read_text())
-    return root
+def workspace(copy_data_workspace: Callable[[str], Path]) -> Path:
+    return copy_data_workspace("actions")
 
 
 async def test_no_chat_model_is_told_once_and_kept_in_the_status(

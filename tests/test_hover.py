@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-import shutil
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -15,17 +15,14 @@ from codeflow.quant.models import default_chat_model_path
 from lsp_session import lsp_session, open_doc, wait_for_message
 from test_actions import instruct_stats, prompts, run_command, wait_ended, wait_for_report
 
-DATA = Path(__file__).parent / "data" / "actions"
 TOTAL_DOC = "It doubles every item and returns them as a new list."
 # Long, and never repeating itself: a looping answer is stopped as degenerate (issue 14).
 NAME_DOC = " ".join(f"Point {i}: it returns the fixed name of the store." for i in range(12))
 
 
 @pytest.fixture
-def workspace(tmp_path: Path) -> Path:
-    root = tmp_path / "ws"
-    shutil.copytree(DATA, root)
-    return root
+def workspace(copy_data_workspace: Callable[[str], Path]) -> Path:
+    return copy_data_workspace("actions")
 
 
 def hover_options(models_dir: Path, tmp_path: Path, wait_ms: int = 0, chat_path: str | None = None) -> dict:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -13,18 +14,14 @@ from lsprotocol import types
 from codeflow.quant.backend import CancelToken, GenOptions, Prompt
 from codeflow.quant.local import PREFILL_BATCH, LocalBackend
 from lsp_session import inline_params, lsp_session, open_doc, stats
+from test_server import ENDLESS, SOURCE, warm_endless
 
-SOURCE = "import os\n\n\ndef load_config(path):\n    with open(path) as fh:\n        return fh.read()\n\n\ndef main():\n    cfg = load_config(\n"
 LINE = 9  # "    cfg = load_config(": keystrokes go at its end
-ENDLESS = {"completion": {"maxTokens": 8, "backgroundTokens": 0}}
 
 
 @pytest.fixture
-def workspace(tmp_path: Path) -> Path:
-    root = tmp_path / "ws"
-    root.mkdir()
-    (root / "main.py").write_text(SOURCE)
-    return root
+def workspace(write_workspace: Callable[[dict[str, str]], Path]) -> Path:
+    return write_workspace({"main.py": SOURCE})
 
 
 def _plain(value: object) -> dict:
@@ -66,9 +63,7 @@ async def test_a_client_that_never_cancels_gets_stale_requests_answered_empty(
 ) -> None:
     async with await _endless_session(workspace, models_dir, tmp_path) as client:
         uri = open_doc(client, workspace / "main.py")
-        await client.text_document_inline_completion_async(inline_params(uri, 0, 0))  # loads the model
-        client.workspace_did_change_configuration(
-            types.DidChangeConfigurationParams(settings={"codeflow": {"completion": {"maxTokens": 100000}}}))
+        await warm_endless(client, uri)
         sent = await _storm(client, uri, 30, cancel=False)
         # The model never stops on its own: only superseding can answer the older requests.
         stale = await asyncio.wait_for(asyncio.gather(*(f for _, f in sent[:-1])), timeout=30)

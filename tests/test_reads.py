@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -17,14 +17,11 @@ from codeflow.context.files import read_closed_file
 from codeflow.context.walk import FileFilter
 from lsp_session import inline_params, lsp_session
 
-DATA = Path(__file__).parent / "data" / "actions"
 
 
 @pytest.fixture
-def workspace(tmp_path: Path) -> Path:
-    root = tmp_path / "ws"
-    shutil.copytree(DATA, root)
-    return root
+def workspace(copy_data_workspace: Callable[[str], Path]) -> Path:
+    return copy_data_workspace("actions")
 
 
 def remote_options(fault: FaultServer) -> dict:

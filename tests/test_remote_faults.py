@@ -7,6 +7,7 @@ import asyncio
 import logging
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -220,11 +221,8 @@ SOURCE = "import os\n\n\ndef load_config(path):\n    return open(path).read()\n\
 
 
 @pytest.fixture
-def workspace(tmp_path: Path) -> Path:
-    root = tmp_path / "ws"
-    root.mkdir()
-    (root / "main.py").write_text(SOURCE)
-    return root
+def workspace(write_workspace: Callable[[dict[str, str]], Path]) -> Path:
+    return write_workspace({"main.py": SOURCE})
 
 
 def _options(url: str) -> dict:

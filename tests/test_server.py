@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import shutil
 import uuid
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
 from lsprotocol import types
+from pytest_lsp import LanguageClient
 
 from lsp_session import idle, inline_params, lsp_session, open_doc, stats, wait_for_message, wait_for_stats
 
@@ -16,11 +19,8 @@ SOURCE = "import os\n\n\ndef load_config(path):\n    with open(path) as fh:\n   
 
 
 @pytest.fixture
-def workspace(tmp_path: Path) -> Path:
-    root = tmp_path / "ws"
-    root.mkdir()
-    (root / "main.py").write_text(SOURCE)
-    return root
+def workspace(write_workspace: Callable[[dict[str, str]], Path]) -> Path:
+    return write_workspace({"main.py": SOURCE})
 
 
 async def test_initialize_advertises_inline_completion(workspace: Path, models_dir: Path, tmp_path: Path) -> None:
@@ -72,7 +72,7 @@ async def test_completion_fallback_returns_an_item(workspace: Path, models_dir: 
 ENDLESS = {"completion": {"maxTokens": 8, "backgroundTokens": 0}}
 
 
-async def _warm_endless(client, uri: str) -> None:
+async def warm_endless(client: LanguageClient, uri: str) -> None:
     """Load the model with a short request, then let generations run (almost) forever."""
     await client.text_document_inline_completion_async(inline_params(uri, 0, 0))
     client.workspace_did_change_configuration(
@@ -101,16 +101,31 @@ async def _wait_generating(client, timeout: float = 60.0) -> None:
     raise AssertionError(f"the request never started generating: {last}")
 
 
-async def test_cancel_request_stops_generation(workspace: Path, models_dir: Path, tmp_path: Path) -> None:
+@contextlib.asynccontextmanager
+async def _generating(
+    workspace: Path, models_dir: Path, tmp_path: Path
+) -> AsyncIterator[tuple[LanguageClient, str, str, asyncio.Future]]:
+    """A session on the endless model whose request at the end of main.py is generating; yields
+    the client, the document's URI, and that request's id and future."""
     options = {"model": {"path": str(models_dir / "endless.gguf")}, **ENDLESS}
     async with lsp_session(workspace, options, tmp_path) as client:
         uri = open_doc(client, workspace / "main.py")
-        await _warm_endless(client, uri)
+        await warm_endless(client, uri)
         msg_id, pending = await _start_endless(client, uri, 9, 22)
         await _wait_generating(client)
-        client.protocol.notify(types.CANCEL_REQUEST, types.CancelParams(id=msg_id))
-        with pytest.raises(Exception):
-            await asyncio.wait_for(pending, timeout=10)
+        yield client, uri, msg_id, pending
+
+
+async def _cancel(client: LanguageClient, msg_id: str, pending: asyncio.Future) -> None:
+    """Send `$/cancelRequest`; the request must end with an error, not an answer."""
+    client.protocol.notify(types.CANCEL_REQUEST, types.CancelParams(id=msg_id))
+    with pytest.raises(Exception):
+        await asyncio.wait_for(pending, timeout=10)
+
+
+async def test_cancel_request_stops_generation(workspace: Path, models_dir: Path, tmp_path: Path) -> None:
+    async with _generating(workspace, models_dir, tmp_path) as (client, _, msg_id, pending):
+        await _cancel(client, msg_id, pending)
         first = await wait_for_stats(client, idle)  # nothing generates any more
         assert first["cancelled"] is True
         assert first["tokens_after_cancel"] <= 1
@@ -120,36 +135,22 @@ async def test_cancel_request_stops_generation(workspace: Path, models_dir: Path
 
 
 async def test_newer_request_stops_the_stale_one(workspace: Path, models_dir: Path, tmp_path: Path) -> None:
-    options = {"model": {"path": str(models_dir / "endless.gguf")}, **ENDLESS}
-    async with lsp_session(workspace, options, tmp_path) as client:
-        uri = open_doc(client, workspace / "main.py")
-        await _warm_endless(client, uri)
-        old_id, old = await _start_endless(client, uri, 9, 22)
-        await _wait_generating(client)
+    async with _generating(workspace, models_dir, tmp_path) as (client, uri, _, old):
         new_id, new = await _start_endless(client, uri, 5, 8)
         result = await asyncio.wait_for(old, timeout=10)  # the stale request ends at once
         assert isinstance(result, dict | types.InlineCompletionList)
         stale = (await wait_for_stats(client, lambda s: s["previous"]["cancelled"]))["previous"]
         assert stale["tokens_after_cancel"] <= 1
-        client.protocol.notify(types.CANCEL_REQUEST, types.CancelParams(id=new_id))
-        with pytest.raises(Exception):
-            await asyncio.wait_for(new, timeout=10)
+        await _cancel(client, new_id, new)
 
 
 async def test_server_answers_while_generating(workspace: Path, models_dir: Path, tmp_path: Path) -> None:
-    options = {"model": {"path": str(models_dir / "endless.gguf")}, **ENDLESS}
-    async with lsp_session(workspace, options, tmp_path) as client:
-        uri = open_doc(client, workspace / "main.py")
-        await _warm_endless(client, uri)
-        msg_id, pending = await _start_endless(client, uri, 9, 22)
-        await _wait_generating(client)
+    async with _generating(workspace, models_dir, tmp_path) as (client, _, msg_id, pending):
         # The loop is free: another request is answered while the model generates.
         info = await asyncio.wait_for(stats(client), timeout=2)
         assert isinstance(info, dict)
         assert not pending.done()
-        client.protocol.notify(types.CANCEL_REQUEST, types.CancelParams(id=msg_id))
-        with pytest.raises(Exception):
-            await asyncio.wait_for(pending, timeout=10)
+        await _cancel(client, msg_id, pending)
     # leaving the context manager ran shutdown/exit; the process must be gone
     assert client._server.returncode is not None
 

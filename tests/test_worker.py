@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 from fault_server import FaultServer
-from gguf_factory import write_tiny_gguf
 
 from codeflow.lsp_server.settings import RemoteSettings
 from codeflow.quant.backend import CancelToken, GenOptions, Prompt
@@ -26,14 +25,8 @@ ENDLESS = GenOptions(max_tokens=400)
 
 
 @pytest.fixture(scope="module")
-def model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    # No newline and no end-of-text: a generation only stops at max_tokens or on cancel.
-    return write_tiny_gguf(tmp_path_factory.mktemp("m") / "tiny.gguf", newline=False, eos=False, byte_output=False)
-
-
-@pytest.fixture(scope="module")
-def worker(model: Path) -> Iterator[WorkerBackend]:
-    backend = WorkerBackend(str(model), **LOAD)
+def worker(worker_model: Path) -> Iterator[WorkerBackend]:
+    backend = WorkerBackend(str(worker_model), **LOAD)
     yield backend
     backend.close()
 
@@ -43,10 +36,10 @@ def text(backend: object, max_tokens: int = 12, key: str = "") -> str:
     return "".join(backend.stream(Prompt(text="def login(user):", key=key), opts, CancelToken()))  # type: ignore[attr-defined]
 
 
-def test_worker_streams_what_the_model_generates_in_process(model: Path, worker: WorkerBackend) -> None:
+def test_worker_streams_what_the_model_generates_in_process(worker_model: Path, worker: WorkerBackend) -> None:
     from codeflow.quant.local import LocalBackend
 
-    local = LocalBackend(str(model), **LOAD)
+    local = LocalBackend(str(worker_model), **LOAD)
     try:
         expected = text(local)
         assert expected
@@ -97,12 +90,12 @@ def test_bad_model_files_fail_to_load(tmp_path: Path) -> None:
         WorkerBackend(str(tmp_path / "missing.gguf"), **LOAD)
 
 
-def test_killed_worker_falls_back_to_remote_then_local_comes_back(model: Path) -> None:
+def test_killed_worker_falls_back_to_remote_then_local_comes_back(worker_model: Path) -> None:
     fault = FaultServer()
     statuses: list[Status] = []
     switches: list[Status] = []
     local = FallbackBackend(
-        lambda: WorkerBackend(str(model), **LOAD),
+        lambda: WorkerBackend(str(worker_model), **LOAD),
         lambda: RemoteBackend(RemoteSettings(url=fault.url, model="tiny-model", retries=0)),
         statuses.append,
         on_switch=switches.append,

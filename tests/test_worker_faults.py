@@ -17,22 +17,15 @@ from codeflow.quant.backend import CancelToken, GenOptions, Prompt
 from codeflow.quant.errors import ModelLoadError, WorkerCrashError
 from codeflow.quant.fallback import FallbackBackend, Status
 from codeflow.quant.worker import WorkerBackend
+from test_worker import ENDLESS, LOAD
 
 pytest.importorskip("llama_cpp")
 
-LOAD = {"n_ctx": 512, "n_gpu_layers": 0, "n_threads": 1}
-ENDLESS = GenOptions(max_tokens=400)
-
-
-@pytest.fixture(scope="module")
-def model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    # No newline and no end-of-text: a generation only stops at max_tokens or on cancel.
-    return write_tiny_gguf(tmp_path_factory.mktemp("m") / "tiny.gguf", newline=False, eos=False, byte_output=False)
 
 
 @pytest.fixture
-def worker(model: Path) -> Iterator[WorkerBackend]:
-    backend = WorkerBackend(str(model), first_token_timeout_s=2.0, stall_timeout_s=1.0, **LOAD)
+def worker(worker_model: Path) -> Iterator[WorkerBackend]:
+    backend = WorkerBackend(str(worker_model), first_token_timeout_s=2.0, stall_timeout_s=1.0, **LOAD)
     yield backend
     backend.close()
 
@@ -75,10 +68,10 @@ def test_a_worker_stopped_mid_answer_is_killed_by_the_stall_watchdog(worker: Wor
     assert text(worker) and worker.pid != pid
 
 
-def test_a_stopped_worker_is_told_to_the_user_and_the_next_request_recovers(model: Path) -> None:
+def test_a_stopped_worker_is_told_to_the_user_and_the_next_request_recovers(worker_model: Path) -> None:
     statuses: list[Status] = []
     backend = FallbackBackend(
-        lambda: WorkerBackend(str(model), first_token_timeout_s=2.0, stall_timeout_s=1.0, **LOAD), None,
+        lambda: WorkerBackend(str(worker_model), first_token_timeout_s=2.0, stall_timeout_s=1.0, **LOAD), None,
         statuses.append)
     try:
         assert text(backend)

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -15,64 +13,22 @@ from codeflow.context import cache
 from codeflow.context.engine import ContextEngine, EngineConfig
 from codeflow.context.workspace import Workspace
 from wire import WireServer
-
-# Run by a child process, so that the kernel's inotify queue (16,384 events by default) fills while
-# this process is kept from reading it: 300 new classes, 150 deleted files and 20,000 more events.
-CHURN = """
-import os, sys
-root = sys.argv[1]
-for i in range(300):
-    with open(os.path.join(root, f"new_{i}.py"), "w") as fh:
-        fh.write(f"class Fresh{i}:\\n    pass\\n")
-for i in range(150):
-    os.unlink(os.path.join(root, f"old_{i}.py"))
-for i in range(8000):  # in a watched directory: a new one is not watched before it is seen
-    path = os.path.join(root, f"n{i}.txt")
-    with open(path, "w") as fh:
-        fh.write("x")
-    os.unlink(path)
-"""
-
-
-def _old_files(root: Path, n: int) -> None:
-    for i in range(n):
-        (root / f"old_{i}.py").write_text(f"class Old{i}:\n    pass\n")
-
-
-def _gil_hold_count(seconds: float = 3.0) -> int:
-    """How many integers `sum(range(n))` adds in about `seconds` (one C call: the GIL stays held)."""
-    start = time.perf_counter()
-    sum(range(2_000_000))
-    return int(2_000_000 * seconds / max(time.perf_counter() - start, 1e-4))
-
-
-def _names(engine: ContextEngine) -> set[str]:
-    with engine.index.lock:
-        return {d.name for fi in engine.index.files.values() for d in fi.defs}
+from workspace_churn import SETTLED, churn_while_starved, settle, write_old_files
 
 
 def test_lost_file_events_are_recovered_by_a_rescan(tmp_path: Path) -> None:
     root = tmp_path / "ws"
     root.mkdir()
-    _old_files(root, 300)
+    write_old_files(root)
     engine = ContextEngine([root], EngineConfig(use_cache=False))
     engine.start(watch=True)
     try:
         assert engine.wait_ready(timeout=60)
-        churn = subprocess.Popen([sys.executable, "-c", CHURN, str(root)])
-        # Hold the GIL with one long C call while the child works: watchdog's reader thread cannot
-        # drain the inotify queue, so the kernel drops events, as a busy server did.
-        while churn.poll() is None:
-            sum(range(_gil_hold_count()))
-        assert churn.wait() == 0
-        want = {f"Fresh{i}" for i in range(300)} | {f"Old{i}" for i in range(150, 300)}
-        deadline = time.monotonic() + 60
-        while _names(engine) != want and time.monotonic() < deadline:
-            time.sleep(0.1)
-        names = _names(engine)
+        assert churn_while_starved(root) == 0
+        names = settle(engine, time.monotonic() + 60)
         assert engine._watcher is not None and engine._watcher.overflows >= 1, "no overflow was provoked"
         assert engine.rescans >= 1
-        assert names == want, (sorted(want - names)[:5], sorted(names - want)[:5])
+        assert names == SETTLED, (sorted(SETTLED - names)[:5], sorted(names - SETTLED)[:5])
     finally:
         engine.stop()
 
@@ -80,7 +36,7 @@ def test_lost_file_events_are_recovered_by_a_rescan(tmp_path: Path) -> None:
 def test_rescan_compares_by_mtime_and_size(tmp_path: Path) -> None:
     root = tmp_path / "ws"
     root.mkdir()
-    _old_files(root, 20)
+    write_old_files(root, 20)
     ws = Workspace([root], (), (), 1_000_000, None)
     ws.index_all(save=False)
     assert ws.rescan() == 0  # nothing changed: nothing parsed again
@@ -95,7 +51,7 @@ def test_rescan_compares_by_mtime_and_size(tmp_path: Path) -> None:
 def test_a_corrupt_index_cache_is_logged_and_rebuilt(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     root = tmp_path / "ws"
     root.mkdir()
-    _old_files(root, 5)
+    write_old_files(root, 5)
     cache_dir = tmp_path / "cache"
     Workspace([root], (), (), 1_000_000, cache_dir).index_all()
     target = cache.cache_path(cache_dir, root.resolve())
@@ -119,7 +75,7 @@ def _children(pid: int) -> set[int]:
 def test_an_unwritable_cache_does_not_break_shutdown(models_dir: Path, tmp_path: Path) -> None:
     root = tmp_path / "ws"
     root.mkdir()
-    _old_files(root, 5)
+    write_old_files(root, 5)
     (tmp_path / "cache").write_text("a file where the cache directory should be")
     srv = WireServer(tmp_path)
     try:
