@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import re
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -26,7 +25,7 @@ from typing import Any
 BENCH = Path(__file__).resolve().parent
 sys.path[:0] = [str(BENCH), str(BENCH.parent / "tests")]
 
-from plan import GENERATED, MIB, TARGET  # noqa: E402
+from plan import GENERATED, MIB, TARGET, run_child  # noqa: E402
 from report import machine, table, write  # noqa: E402
 
 from codeflow.quant.gguf_info import read_gguf  # noqa: E402
@@ -74,14 +73,7 @@ _LOG = {
 
 def measure(model: Path, n_ctx: int, ngl: int, timeout: float = 600) -> dict[str, Any]:
     """VRAM and speed of a fresh process that offloads `ngl` layers of `model` (-1: all)."""
-    args = json.dumps({"model": str(model), "n_ctx": n_ctx, "ngl": ngl})
-    proc = subprocess.run([sys.executable, "-c", _CHILD, args], capture_output=True, text=True,
-                          timeout=timeout)
-    if proc.returncode != 0:
-        raise RuntimeError(f"GPU measurement failed ({proc.returncode}): {proc.stderr[-1500:]}")
-    out = json.loads(proc.stdout.strip().splitlines()[-1])
-    for key, pattern in _LOG.items():
-        out[key] = sum(float(m) for m in pattern.findall(proc.stderr))
+    out = run_child(_CHILD, {"model": str(model), "n_ctx": n_ctx, "ngl": ngl}, _LOG, timeout)
     out["measured_bytes"] = out["peak"] - out["base"]
     out["prompt_tok_s"] = round(out["prompt_tokens"] / out["prompt_s"], 1)
     out["decode_tok_s"] = round(out["decode_tokens"] / out["decode_s"], 1)

@@ -71,14 +71,21 @@ _LOG = {
 
 def measure(model: Path, n_ctx: int, fill: int, threads: int = 2, timeout: float = 1800) -> dict[str, Any]:
     """Peak RSS growth of a fresh process that loads `model` and evaluates `fill` tokens."""
-    args = json.dumps({"model": str(model), "n_ctx": n_ctx, "fill": fill, "threads": threads})
-    proc = subprocess.run([sys.executable, "-c", _CHILD, args], capture_output=True, text=True, timeout=timeout)
+    out = run_child(_CHILD, {"model": str(model), "n_ctx": n_ctx, "fill": fill, "threads": threads}, _LOG, timeout)
+    out["measured"] = out["peak"] - out["base"]
+    return out
+
+
+def run_child(child: str, args: dict[str, Any], log_sizes: dict[str, re.Pattern[str]], timeout: float) -> dict[str, Any]:
+    """Run a measuring child (`python -c child json-args`): its last stdout line as JSON, plus the
+    buffer sizes llama.cpp logged on stderr, summed per pattern."""
+    proc = subprocess.run([sys.executable, "-c", child, json.dumps(args)], capture_output=True, text=True,
+                          timeout=timeout)
     if proc.returncode != 0:
         raise RuntimeError(f"measurement failed ({proc.returncode}): {proc.stderr[-2000:]}")
     out = json.loads(proc.stdout.strip().splitlines()[-1])
-    for key, pattern in _LOG.items():
+    for key, pattern in log_sizes.items():
         out[key] = sum(float(m) for m in pattern.findall(proc.stderr))
-    out["measured"] = out["peak"] - out["base"]
     return out
 
 
