@@ -53,9 +53,18 @@ class ContextEngineAPI(Protocol):
         """A recent edit, for the ranking."""
         ...
 
+    # Counts changes read from disk (watcher batches, rescans).
+    disk_version: int
+
     def query(self, path: Path, text: str, line: int, col: int, budget: int,
-              count_tokens: Callable[[str], int] | None = None, file_sep: str | None = None) -> PackedContext:
+              count_tokens: Callable[[str], int] | None = None, file_sep: str | None = None,
+              skip: frozenset[tuple[str, int, int]] = frozenset()) -> PackedContext:
         """Context for a cursor, packed into `budget` tokens."""
+        ...
+
+    def file_context(self, path: Path, text: str, budget: int, count_tokens: Callable[[str], int] | None = None,
+                     file_sep: str | None = None) -> PackedContext:
+        """What the file's imports define, packed without regard to the cursor (cached)."""
         ...
 
     def render(self, packed: PackedContext, path: Path, file_sep: str | None = None) -> str:

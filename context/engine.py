@@ -20,7 +20,7 @@ from codeflow.context.extract import definition_at
 from codeflow.context.languages import SPECS, language_of
 from codeflow.context.pack import Dropped, PackedContext, Snippet, estimate_tokens, pack, render
 from codeflow.context.pyresolve import PyResolver
-from codeflow.context.symbols import Definition, Usage
+from codeflow.context.symbols import Definition, FileIndex, Usage
 from codeflow.context.watch import Watcher
 from codeflow.context.workspace import Workspace
 
@@ -38,6 +38,8 @@ class EngineConfig(msgspec.Struct, kw_only=True, frozen=True):
     max_file_bytes: int = 1_000_000
     cache_dir: str | None = None
     use_cache: bool = True
+    # Processes that parse a cold index (issue 16 §3); 0: one per core this process may use.
+    index_workers: int = 0
 
 
 class ContextEngine:
@@ -45,7 +47,8 @@ class ContextEngine:
 
     def __init__(self, roots: list[Path], config: EngineConfig = EngineConfig()) -> None:
         cache_dir = (Path(config.cache_dir) if config.cache_dir else default_dir()) if config.use_cache else None
-        self.ws = Workspace(roots, config.exclude, config.secret_globs, config.max_file_bytes, cache_dir)
+        self.ws = Workspace(roots, config.exclude, config.secret_globs, config.max_file_bytes, cache_dir,
+                            workers=config.index_workers)
         self.roots = self.ws.roots
         self.index = self.ws.index
         self._edits: deque[tuple[str, int]] = deque(maxlen=EDIT_RING)
@@ -55,6 +58,10 @@ class ContextEngine:
         self.error: BaseException | None = None
         self.rescans = 0  # after lost file events (inotify queue overflow)
         self._on_problem: Callable[[str], None] = lambda message: None
+        # Counts changes from disk (watcher batches, rescans); open buffers count only their own.
+        self.disk_version = 0
+        # Per file: (what its import block depends on, that block), see `file_context`.
+        self._file_blocks: dict[str, tuple[tuple, PackedContext]] = {}
 
     # Lifecycle ---------------------------------------------------------------------------------
 
@@ -92,6 +99,7 @@ class ContextEngine:
 
     def _on_batch(self, paths: set[str]) -> None:
         self.ws.apply_batch(paths)
+        self.disk_version += 1
 
     def _on_overflow(self) -> None:
         """The kernel dropped file events (10,000 operations in 1.4 s left 24 of 71 probes wrong,
@@ -99,6 +107,7 @@ class ContextEngine:
         self._ready.wait()  # the initial index is complete (a rescan before it would race it)
         self.ws.rescan()
         self.rescans += 1
+        self.disk_version += 1
 
     def wait_ready(self, timeout: float | None = None) -> bool:
         """Wait for the initial index; False on timeout."""
@@ -110,7 +119,8 @@ class ContextEngine:
         self._ready.set()
 
     def stop(self) -> None:
-        """Stop watching and save the cache."""
+        """Stop watching and indexing (parse workers included) and save the cache."""
+        self.ws.cancel.set()
         if self._watcher is not None:
             self._watcher.stop()
             self._watcher = None
@@ -142,8 +152,10 @@ class ContextEngine:
 
     def query(self, path: Path, text: str, line: int, col: int, budget: int,
               count_tokens: Callable[[str], int] | None = None, file_sep: str | None = None,
+              skip: frozenset[tuple[str, int, int]] = frozenset(),
               ) -> PackedContext:
-        """Context for a cursor at 0-based (line, col) in `text`, packed into `budget` tokens."""
+        """Context for a cursor at 0-based (line, col) in `text`, packed into `budget` tokens;
+        `skip` holds (relative path, first line, last line), 1-based, of snippets shown already."""
         key = _abs(path)
         lines = text.split("\n")
         if not 0 <= line < len(lines):
@@ -153,6 +165,7 @@ class ContextEngine:
                                 f"({len(lines[line])} characters)")
         lang = language_of(key) or ""
         fi, tree = self.ws.buffer_state(key, text)
+        self._imports_first(fi)
         sur = surroundings.build(lang, lines, tree, text.encode("utf-8", "surrogatepass"), line, col)
         with self.index.lock:
             cands = rank.gather(rank.RankInput(
@@ -161,8 +174,40 @@ class ContextEngine:
                 admissible=self.ws.admissible, open_paths=sorted(self.ws.buffers),
                 edits=list(self._edits)))
         prompt = (self.ws.rel(key), sur.prompt_start, sur.prompt_end)
+        if skip:
+            cands = [c for c in cands if (self.ws.rel(c.path), c.start_line + 1, c.end_line + 1) not in skip]
         return pack(cands, budget, self.ws.rel, _comment(lang), file_sep,
                     count_tokens or estimate_tokens, prompt)
+
+    def file_context(self, path: Path, text: str, budget: int, count_tokens: Callable[[str], int] | None = None,
+                     file_sep: str | None = None) -> PackedContext:
+        """What the file's imports define, packed into `budget` tokens without regard to the cursor
+        (issue 16 §1): the same for every position in the file, cached on what it depends on (the
+        file's imports, the indexed workspace, the budget)."""
+        key = _abs(path)
+        fi, _ = self.ws.buffer_state(key, text)
+        self._imports_first(fi)
+        deps = (tuple(fi.imports), self.disk_version, len(self.index), budget, file_sep, count_tokens is None)
+        held = self._file_blocks.get(key)
+        if held is not None and held[0] == deps:
+            return held[1]
+        lang = language_of(key) or ""
+        sur = surroundings.build(lang, [""], None, b"", 0, 0)
+        with self.index.lock:
+            cands = rank.file_candidates(rank.RankInput(
+                index=self.index, roots=[str(r) for r in self.roots], current=fi, sur=sur,
+                lines_of=self.ws.lines_of, windows_of=self.ws.windows_of, rel=self.ws.rel,
+                admissible=self.ws.admissible))
+        packed = pack(cands, budget, self.ws.rel, _comment(lang), file_sep, count_tokens or estimate_tokens,
+                      (self.ws.rel(key), -1, -1))
+        self._file_blocks[key] = (deps, packed)
+        return packed
+
+    def _imports_first(self, fi: FileIndex) -> None:
+        """While the initial index builds, index what the buffer imports now, ahead of the rest of
+        the tree: the first completion must not wait for a full index (issue 16 §3)."""
+        if not self._ready.is_set():
+            self.ws.index_imports_of(fi)
 
     def render(self, packed: PackedContext, path: Path, file_sep: str | None = None) -> str:
         """The packed snippets as prompt text, headers in the current file's comment syntax."""

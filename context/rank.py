@@ -245,8 +245,8 @@ def _head_weights(sur: Surroundings) -> dict[str, float]:
     return weights
 
 
-def _python_imports(col: _Collector, r: PyResolver) -> None:
-    weights = _head_weights(col.inp.sur)
+def _python_imports(col: _Collector, r: PyResolver, weights: dict[str, float] | None = None) -> None:
+    weights = _head_weights(col.inp.sur) if weights is None else weights
     path = col.inp.current.path
     for b in col.inp.current.imports:
         if b.local == "*" or not b.local:
@@ -279,6 +279,10 @@ def _other(col: _Collector) -> None:
                 how = f" ({t.how})" if t.how else ""
                 col.target(t, 3.0 + ch.weight if t.how != "by name" else 2.5 + 0.5 * ch.weight,
                            f"definition of `{_label(ch, i)}`{how}, {where}")
+    _other_imports(col, rr)
+
+
+def _other_imports(col: _Collector, rr: Resolver) -> None:
     for path in sorted(rr.preferred)[:12]:
         col.target(Target(path, None), 2.0, "imported here")
 
@@ -337,4 +341,18 @@ def gather(inp: RankInput) -> list[Candidate]:
         _other(col)
     _recent_and_open(col)
     _lexical(col)
+    return list(col.found.values())
+
+
+def file_candidates(inp: RankInput) -> list[Candidate]:
+    """What the current file's imports define, scored without the cursor (issue 16 §1): the same
+    for every position in the file, so a prompt can open with it and keep its KV cache on a jump.
+    Changes only when the file's imports or the files they name change."""
+    col = _Collector(inp)
+    if inp.current.lang == "python":
+        r = PyResolver(inp.index, inp.roots)
+        col.module_file = r.module_file
+        _python_imports(col, r, weights={})
+    else:
+        _other_imports(col, Resolver(inp.index, inp.current))
     return list(col.found.values())

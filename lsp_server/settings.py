@@ -83,6 +83,12 @@ class CompletionSettings(_Base):
     max_lines_automatic: Annotated[int, Meta(ge=1, description=(
         "The most lines an automatic (as-you-type) block shows; an invoked completion is not limited."
     ))] = 8
+    latency_budget_ms: Annotated[int, Meta(ge=0, description=(
+        "An automatic completion's first line is due within this many milliseconds: its prompt is"
+        " sized from the measured prompt speed of this machine and model, keeping the best-ranked"
+        " context and the nearest lines. 0 chooses 1500 on a CPU and 300 when the model runs on a"
+        " GPU. Invoked completions always use the full context budget."
+    ))] = 0
 
 
 class ContextSettings(_Base):

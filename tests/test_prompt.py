@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from codeflow.context.pack import CHARS_PER_TOKEN
 from codeflow.context.prompt import PromptFormat, build_prompt, render_chat
 from codeflow.lsp_server.assistant.completion import WINDOW_STEP, window
 from gguf_factory import CHATML
@@ -61,4 +62,4 @@ def test_window_cuts_suffix_at_a_line_boundary() -> None:
     suffix = "".join(f"row{i}\n" for i in range(1000))
     _, clipped = window("x", suffix, prefix_tokens=100, suffix_tokens=10)
     assert clipped.endswith("\n") is False and suffix.startswith(clipped)
-    assert len(clipped) <= 32
+    assert len(clipped) <= 10 * CHARS_PER_TOKEN and suffix[len(clipped)] == "\n"

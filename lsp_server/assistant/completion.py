@@ -22,6 +22,7 @@ from codeflow.context.pack import CHARS_PER_TOKEN, estimate_tokens
 from codeflow.context.postprocess import MAX_LOGICAL_LINES, decide_multiline, logical_line, postprocess, runaway_at
 from codeflow.context.prompt import BuiltPrompt, PromptFormat, build_prompt
 from codeflow.lsp_server.settings import Settings
+from codeflow.lsp_server.assistant import budget as latency
 from codeflow.lsp_server.assistant.jobs import Cancelled, Job
 from codeflow.quant.backend import Backend, CancelToken, GenOptions, GenStats, ModelInfo, Prompt
 
@@ -29,6 +30,9 @@ log = logging.getLogger(__name__)
 # The prefix window starts on a multiple of this many lines, so it stays put while typing.
 WINDOW_STEP = 32
 SPARE_STEP = 256
+# The share of the context budget that opens the prompt with what the file's imports define, the
+# same at every cursor position (issue 16 §1); cursor-specific snippets get the rest.
+FILE_SHARE = 0.5
 # After a one-line answer, the background keeps generating this many more lines into the cache.
 BACKGROUND_LINES = 1
 # A new job polls the jobs it stopped this often while it waits for them to end.
@@ -70,6 +74,11 @@ class Stats(GenStats, kw_only=True):
     prompt: str = ""
     # Generation stopped because the text started repeating itself (issue 14).
     runaway: bool = False
+    # Estimated prompt tokens the backend evaluates: those past the common prefix with the
+    # document's previous prompt (its KV cache keeps the rest).
+    new_tokens: int = 0
+    # The latency budget's prompt tokens for an automatic request (0: not limited).
+    allowance: int = 0
 
 
 class Totals(msgspec.Struct, kw_only=True):
@@ -93,9 +102,11 @@ class ContextSource(Protocol):
     """Gives rendered cross-file context for a request, within a token budget."""
 
     def context_text(
-        self, req: CompletionRequest, budget: int, count_tokens: Callable[[str], int], file_sep: str | None
+        self, req: CompletionRequest, budget: int, count_tokens: Callable[[str], int], file_sep: str | None,
+        file_budget: int = 0,
     ) -> str:
-        """Snippets with their path headers, ready to put before the current file."""
+        """Snippets with their path headers, ready to put before the current file; the first
+        `file_budget` tokens for what stays the same across the file (see FILE_SHARE)."""
         ...
 
 
@@ -203,6 +214,9 @@ class CompletionService:
         self.last = Stats()
         self.previous = Stats()
         self.totals = Totals()
+        self.prefill = latency.PrefillMeter()
+        # The last prompt sent per document: what its KV state in the backend starts with.
+        self._sent: dict[str, str] = {}
 
     def begin(self, key: str) -> CancelToken:
         """The cancel token of a new request for document `key`; it supersedes the previous one.
@@ -350,6 +364,8 @@ class CompletionService:
         backend = self._backend()
         base, built, max_tokens = self.prompt_for(req, backend, multiline)
         job = _Job(req, base, built, multiline)
+        job.stats.new_tokens = latency.new_tokens(built.text, self._sent.get(req.key, ""))
+        job.stats.allowance = self.allowance(req, backend)
         opts = GenOptions(max_tokens=max_tokens, temperature=self.settings.completion.temperature, stop=built.stop)
         with self._lock:
             if cancel.cancelled:  # superseded while its prompt was built
@@ -358,6 +374,7 @@ class CompletionService:
             # Taken with the new job's entry, so concurrent requests queue up one behind another.
             before = list(self._live)
             self._jobs[req.key] = job
+            self._sent[req.key] = built.text
             self._live.add(job)
             self.previous, self.last = self.last, job.stats  # live: counts grow while it runs
         for prior in before:
@@ -373,24 +390,46 @@ class CompletionService:
         max_tokens = (cfg.max_tokens_invoked if multiline else cfg.max_tokens) + cfg.background_tokens
         fragment = WORD_TAIL.search(req.prefix[-64:])
         base = req.prefix[: len(req.prefix) - len(fragment.group(0))] if fragment else req.prefix
-        built = self._build(req, base, prompt_format(backend.info), backend, max_tokens)
+        fmt = prompt_format(backend.info)
+        built = self._build(req, base, fmt, backend, max_tokens)
+        limit = self.allowance(req, backend)
+        if limit and latency.new_tokens(built.text, self._sent.get(req.key, "")) > limit:
+            # Too much is new to evaluate within the latency budget: a prompt that fits from scratch.
+            built = self._build(req, base, fmt, backend, max_tokens, limit)
         return base, built, max_tokens
 
+    def allowance(self, req: CompletionRequest, backend: Backend) -> int:
+        """The prompt tokens an automatic request may have evaluated (issue 16 §2); 0 for an invoked
+        one, which keeps the full budget."""
+        if req.invoked:
+            return 0
+        device = backend.info.device
+        ms = latency.budget_ms(self.settings.completion.latency_budget_ms, device)
+        return latency.allowance(ms, self.prefill.speed(device))
+
     def _build(
-        self, req: CompletionRequest, base: str, fmt: PromptFormat, backend: Backend, max_tokens: int
+        self, req: CompletionRequest, base: str, fmt: PromptFormat, backend: Backend, max_tokens: int,
+        limit: int = 0,
     ) -> BuiltPrompt:
+        """The prompt: the file's context block, cursor snippets, prefix window, suffix; with
+        `limit`, budgets that fit that many tokens from scratch."""
         cfg = self.settings.context
         budget, prefix_tokens, suffix_tokens = fit_budgets(
             backend.info.n_ctx, max_tokens, cfg.budget_tokens, cfg.prefix_tokens, cfg.suffix_tokens
         )
+        if limit:
+            budget, prefix_tokens, suffix_tokens = latency.shares(limit, budget, prefix_tokens, suffix_tokens)
         prefix, suffix = window(base, req.suffix, prefix_tokens, suffix_tokens)
-        budget = min(cfg.budget_tokens, budget + spare_room(prefix, suffix, prefix_tokens, suffix_tokens))
+        # Taken before the spare room, which moves with the cursor: the file block must not.
+        file_budget = int(budget * FILE_SHARE)
+        if not limit:
+            budget = min(cfg.budget_tokens, budget + spare_room(prefix, suffix, prefix_tokens, suffix_tokens))
         context = ""
         if self.context is not None and cfg.enabled and budget > 0:
             try:
                 # A private document's text must not reach a remote tokenizer either: estimate.
                 count = estimate_tokens if req.local_only else backend.count_tokens
-                context = self.context.context_text(req, budget, count, fmt.file_sep)
+                context = self.context.context_text(req, budget, count, fmt.file_sep, file_budget)
             except Exception:  # a context failure must not cost the user the completion
                 log.exception("context retrieval failed for %s; completing without it", req.path)
         return build_prompt(fmt, context=context, prefix=prefix, suffix=suffix, path=req.path, language=req.language)
@@ -410,6 +449,8 @@ class CompletionService:
             job.stats.error = str(exc)
             error = exc
         self._count_end(job)
+        if error is None:  # a job stopped after its first token measured its prompt all the same
+            self.prefill.observe(job.stats.new_tokens, job.stats.first_token_s)
         self._end(job, error)
         log.debug("job %s: %d tokens, first after %.3fs", job.req.key, job.stats.tokens, job.stats.first_token_s)
 
@@ -474,6 +515,7 @@ class CompletionService:
         with self._lock:
             job = self._jobs.pop(key, None)
             ticket = self._tickets.pop(key, None)
+            self._sent.pop(key, None)
         if ticket is not None:
             ticket.cancel()
         if job is not None:

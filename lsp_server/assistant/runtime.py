@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections import OrderedDict
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -13,7 +14,7 @@ from pathlib import Path
 import msgspec
 
 from codeflow.context.api import ContextEngineAPI
-from codeflow.lsp_server.assistant.completion import CompletionRequest, CompletionService
+from codeflow.lsp_server.assistant.completion import WINDOW_STEP, CompletionRequest, CompletionService
 from codeflow.lsp_server.settings import Settings
 from codeflow.quant.backend import Backend
 from codeflow.quant.fallback import FallbackBackend, Status
@@ -22,25 +23,60 @@ from codeflow.quant.models import resolve_chat_model, resolve_model
 log = logging.getLogger(__name__)
 # Threads that wait on models (completions, model loads); more requests queue for them.
 MODEL_THREADS = 8
+# Documents whose cursor-specific context is kept (EngineContext).
+CURSOR_BLOCKS = 32
 
 
 class EngineContext:
-    """Adapts the context engine to the completion pipeline's ContextSource."""
+    """Adapts the context engine to the completion pipeline's ContextSource.
 
-    def __init__(self, engine: Callable[[], ContextEngineAPI | None], root: Path) -> None:
+    With `stable` (issue 16 §1) the context opens with the file's block (what its imports define,
+    the same at every position), then the cursor's snippets, which stay as they were while the
+    cursor stays in the same function and nothing they depend on changed: a prompt whose start
+    stays put keeps llama.cpp's KV cache across keystrokes and jumps. Without it, every request
+    re-ranks one block for the cursor (the layout before issue 16, kept for `codeflow bench latency`).
+    """
+
+    def __init__(self, engine: Callable[[], ContextEngineAPI | None], root: Path, stable: bool = True) -> None:
         self.engine = engine
         self.root = root
+        self.stable = stable
+        # Per document: (what the cursor block depends on, the rendered cursor block).
+        self._cursor: OrderedDict[str, tuple[tuple, str]] = OrderedDict()
+        self._lock = threading.Lock()
 
     def context_text(
-        self, req: CompletionRequest, budget: int, count_tokens: Callable[[str], int], file_sep: str | None
+        self, req: CompletionRequest, budget: int, count_tokens: Callable[[str], int], file_sep: str | None,
+        file_budget: int = 0,
     ) -> str:
         """Packed, rendered snippets for the cursor at the end of `req.prefix`."""
         path = _abs_path(self.root, req.path)
         line = req.prefix.count("\n")
         col = len(req.prefix) - req.prefix.rfind("\n") - 1
         engine = self.engine()
-        packed = engine.query(path, req.prefix + req.suffix, line, col, budget, count_tokens, file_sep)
-        return engine.render(packed, path, file_sep)
+        text = req.prefix + req.suffix
+        if not self.stable or file_budget <= 0:
+            packed = engine.query(path, text, line, col, budget, count_tokens, file_sep)
+            return engine.render(packed, path, file_sep)
+        head = engine.file_context(path, text, min(file_budget, budget), count_tokens, file_sep)
+        head_text = engine.render(head, path, file_sep)
+        found = engine.function_at(path, text, line)
+        # Outside any definition, the block of WINDOW_STEP lines around the cursor stands in.
+        anchor = (found.kind, found.name, found.start_line) if found is not None else ("", "", line // WINDOW_STEP)
+        deps = (req.path, anchor, head_text, engine.disk_version, budget - head.used, file_sep)
+        with self._lock:
+            held = self._cursor.get(req.key)
+        if held is not None and held[0] == deps:
+            return head_text + held[1]
+        skip = frozenset((s.path, s.start_line, s.end_line) for s in head.snippets)
+        packed = engine.query(path, text, line, col, budget - head.used, count_tokens, file_sep, skip=skip)
+        tail = engine.render(packed, path, file_sep)
+        with self._lock:
+            self._cursor[req.key] = (deps, tail)
+            self._cursor.move_to_end(req.key)
+            while len(self._cursor) > CURSOR_BLOCKS:
+                self._cursor.popitem(last=False)
+        return head_text + tail
 
 
 def _log_problem(feature: str, message: str | None) -> None:
