@@ -86,6 +86,11 @@ class GenOptions(msgspec.Struct, kw_only=True, frozen=True):
     seed: int = 0
     # llama.cpp's multiplicative penalty on recent tokens; 1.0 is off.
     repeat_penalty: float = 1.0
+    # Prompt-lookup speculative decoding: at most this many tokens guessed from the context per
+    # step, verified in one batch; 0 is off. Faster when the answer quotes the prompt (rewrites,
+    # explanations), never a different answer: a backend that cannot guarantee the same output
+    # as plain decoding (quant/lookup.py) decodes plainly instead.
+    lookup: int = 0
 
 
 class GenStats(msgspec.Struct, kw_only=True):
@@ -97,6 +102,8 @@ class GenStats(msgspec.Struct, kw_only=True):
     total_s: float = -1.0
     cancelled: bool = False
     tokens_after_cancel: int = 0
+    # Prompt-lookup draft tokens the model accepted (GenOptions.lookup); each saved a decode step.
+    accepted_drafts: int = 0
     error: str = ""
 
 

@@ -13,6 +13,15 @@ from typing import Any
 
 from codeflow.quant.backend import CancelToken, FimTokens, GenOptions, ModelInfo, Prompt
 from codeflow.quant.errors import ModelLoadError, ModelNotFoundError
+from codeflow.quant.lookup import (
+    MIN_P,
+    PROBE_TEXT,
+    TOP_K,
+    LookupTally,
+    batch_invariant,
+    can_roll_back,
+    lookup_steps,
+)
 
 log = logging.getLogger(__name__)
 
@@ -52,11 +61,13 @@ class LocalBackend:
         n_threads: int = 0,
         kv_type: str = "f16",
         warm_slots: int = 4,
+        flash_attn: bool = False,
+        lookup_check: bool = True,
     ) -> None:
         self._path = str(model_path)
         if not Path(self._path).is_file():
             raise ModelNotFoundError(f"model file not found: {self._path}")
-        self._llm = _load(self._path, n_ctx, n_gpu_layers, n_threads, kv_type)
+        self._llm = _load(self._path, n_ctx, n_gpu_layers, n_threads, kv_type, flash_attn)
         self._lock = threading.Lock()
         self._warm: OrderedDict[str, _SeqState] = OrderedDict()
         self._warm_slots = warm_slots
@@ -64,6 +75,9 @@ class LocalBackend:
         self._info = _model_info(self._llm, self._path, n_gpu_layers)
         self.tokens_generated = 0
         self.restores = 0
+        self.lookup_tally = LookupTally()
+        # Whether GenOptions.lookup may run: None until a request asks for it (see _lookup_allowed).
+        self._lookup_ok: bool | None = None if lookup_check else can_roll_back(self._llm)
         self._tokens: tuple[list[bytes], object] | None = None
 
     @property
@@ -88,20 +102,50 @@ class LocalBackend:
         """Yield text pieces; `cancel` is checked after every token, so it stops within one step."""
         with self._lock:
             tokens = self._fit(self.tokenize(prompt.text, add_bos=prompt.add_bos), opts.max_tokens)
+            if opts.lookup > 0 and self._lookup_ok is None:
+                self._lookup_ok = self._lookup_allowed()
             self._switch_to(prompt.key, tokens)
             if not self._prefill(tokens, cancel):
                 return
-            self._llm.set_seed(opts.seed)
-            # generate() yields every token, unlike create_completion(stream=True), which holds
-            # tokens back while their bytes are not valid UTF-8 and then cannot be cancelled.
-            steps = self._llm.generate(
-                tokens, temp=opts.temperature, top_p=opts.top_p, top_k=40, min_p=0.05,
-                repeat_penalty=opts.repeat_penalty, logits_processor=self._lead(prompt.lead, len(tokens)),
-            )
+            steps = self._steps(prompt, tokens, opts)
             try:
                 yield from self._decode(steps, opts, cancel)
             finally:
                 steps.close()
+
+    def _steps(self, prompt: Prompt, tokens: list[int], opts: GenOptions) -> Iterator[int]:
+        """The generated token ids: drafted from the prompt and verified in batches when
+        `opts.lookup` asks for it and this model allows it, else one `generate` step at a time."""
+        # The lead constraint is a Python logits processor that generate() runs; the lookup
+        # loop builds llama.cpp's sampler chain itself, so a lead keeps plain decoding.
+        if opts.lookup > 0 and not prompt.lead and self._lookup_ok:
+            return lookup_steps(self._llm, tokens, opts, self.lookup_tally)
+        self._llm.set_seed(opts.seed)
+        # generate() yields every token, unlike create_completion(stream=True), which holds
+        # tokens back while their bytes are not valid UTF-8 and then cannot be cancelled.
+        return self._llm.generate(
+            tokens, temp=opts.temperature, top_p=opts.top_p, top_k=TOP_K, min_p=MIN_P,
+            repeat_penalty=opts.repeat_penalty, logits_processor=self._lead(prompt.lead, len(tokens)),
+        )
+
+    def _lookup_allowed(self) -> bool:
+        """Whether lookup gives plain decoding's output here: the model can drop rejected drafts
+        and its kernels give a position the same logits inside a batch as alone (issue 16 §4).
+
+        The probe uses the KV cache, so the live document's state is saved first and restored by
+        the next `_switch_to`.
+        """
+        if not can_roll_back(self._llm):
+            log.info("prompt lookup off for %s: its memory cannot drop tokens", self._info.name)
+            return False
+        self._save_current()
+        self._current_key = ""
+        ok = batch_invariant(self._llm, self.tokenize(PROBE_TEXT))
+        self._llm.reset()
+        if not ok:
+            log.info("prompt lookup off for %s: batched logits differ from one-token logits, so its "
+                     "output could differ from plain decoding (flash attention may help)", self._info.name)
+        return ok
 
     def _lead(self, lead: str, prompt_tokens: int):  # noqa: ANN202 - LogitsProcessorList | None
         """A constraint that makes the answer start with `lead` (the half-typed word token healing
@@ -285,7 +329,8 @@ def llama_cpp():  # noqa: ANN201 - the low-level module
     return module
 
 
-def _load(path: str, n_ctx: int, n_gpu_layers: int, n_threads: int, kv_type: str):  # noqa: ANN202
+def _load(path: str, n_ctx: int, n_gpu_layers: int, n_threads: int, kv_type: str,  # noqa: ANN202
+          flash_attn: bool = False):
     kv = KV_TYPES.get(kv_type)
     if kv is None:
         raise ModelLoadError(path, f"unknown KV cache type {kv_type!r}; use one of {sorted(KV_TYPES)}")
@@ -298,8 +343,15 @@ def _load(path: str, n_ctx: int, n_gpu_layers: int, n_threads: int, kv_type: str
             n_ctx=n_ctx,
             n_gpu_layers=n_gpu_layers,
             n_threads=n_threads or None,
+            # llama-cpp-python gives prompt batches every core otherwise: on 2 loaded cores a
+            # 64-token batch took 1.4-2.5 s of CPU with 2 batch threads, 0.4 s with 1 (issue 16).
+            n_threads_batch=n_threads or None,
             verbose=True,
-            flash_attn=kv_type != "f16",
+            # A quantized KV cache needs flash attention. Exact prompt lookup wants it too: without
+            # it, llama.cpp's CPU attention gave SmolLM2 logits up to 1.3 apart for one position
+            # evaluated alone or inside a batch, with it bit-identical (Gemma 3 270M: apart either
+            # way). Off by default: it slowed SmolLM2's decode here (issue 16 §4).
+            flash_attn=flash_attn or kv_type != "f16",
             **kwargs,
         )
     except (ValueError, RuntimeError, OSError) as exc:

@@ -25,6 +25,7 @@ from typing import Any
 from . import errors
 from .backend import CancelToken, GenOptions, ModelInfo, Prompt
 from .errors import BackendError, BackendTimeoutError, ModelLoadError, WorkerCrashError
+from .lookup import LookupTally
 from .worker_protocol import (
     Cancel,
     Channel,
@@ -188,6 +189,8 @@ class WorkerBackend:
         self._child: _Child | None = None
         self._info: ModelInfo | None = None
         self.restarts = 0
+        # Prompt-lookup draft tokens over every request, as the child reported them.
+        self.lookup_tally = LookupTally()
         self._start()
 
     @property
@@ -312,6 +315,8 @@ class WorkerBackend:
                     yield reply.text
             elif isinstance(reply, Done):
                 cancel.tokens_after_cancel += reply.tokens_after_cancel
+                self.lookup_tally.drafted += reply.drafted
+                self.lookup_tally.accepted += reply.accepted
                 return
             elif isinstance(reply, Failed):
                 _raise_failure(reply)

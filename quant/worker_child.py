@@ -16,6 +16,7 @@ from typing import Any
 
 from .backend import CancelToken
 from .errors import ModelLoadError
+from .lookup import LookupTally
 from .worker_protocol import (
     Cancel,
     Channel,
@@ -92,11 +93,15 @@ class _Worker:
         """Run one generation, streaming each piece back as it comes."""
         with self.lock:
             token = self.tokens[job.id]
+        # LocalBackend counts its draft tokens; a backend without prompt lookup has no tally.
+        tally = getattr(self.backend, "lookup_tally", None) or LookupTally()
+        drafted, accepted = tally.drafted, tally.accepted
         try:
             if not token.cancelled:
                 for text in self.backend.stream(job.prompt, job.opts, token):
                     self.channel.send(Piece(id=job.id, text=text))
-            self.channel.send(Done(id=job.id, tokens_after_cancel=token.tokens_after_cancel))
+            self.channel.send(Done(id=job.id, tokens_after_cancel=token.tokens_after_cancel,
+                                   drafted=tally.drafted - drafted, accepted=tally.accepted - accepted))
         except Exception as exc:
             self.channel.send(_failure(job.id, exc))
         finally:

@@ -65,6 +65,9 @@ class Done(_Msg, tag="done"):
     """Request `id` finished (or was cancelled)."""
 
     tokens_after_cancel: int = 0
+    # Prompt-lookup draft tokens proposed and accepted in this request (GenOptions.lookup).
+    drafted: int = 0
+    accepted: int = 0
 
 
 class Counted(_Msg, tag="counted"):

@@ -1,0 +1,238 @@
+"""Prompt-lookup speculative decoding (issue 16, section 4: faster rewrites).
+
+A rewrite or an explanation quotes the code the prompt holds. The last few tokens generated are
+then often found earlier in the context, and what followed them there is a good guess at what
+comes next. Each step feeds the model [last token + up to N guessed tokens] in one batch with
+logits at every position, samples each position in order with the same sampler chain a plain
+`Llama.generate` builds, and keeps the guesses up to the first one the sampler disagrees with;
+the sampled token there is the correction. Every kept token was sampled from logits conditioned
+on exactly the tokens before it, with the sampler in the same state (penalty history, RNG) as
+in plain decoding, so the output is the same token for token, provided llama.cpp computes a
+position's logits inside a batch exactly as alone. That holds for some kernels and not others
+(`batch_invariant`), so LocalBackend probes it once and decodes plainly where it fails. The KV
+cells of rejected guesses are removed before the next step.
+
+This is llama-cpp-python's `LlamaPromptLookupDecoding` (llama_speculative.py) inside our own
+decode loop, which that class cannot plug into: it needs `Llama(draft_model=...)`, logits for
+every token (`logits_all`) and `Llama.generate`'s own prefill.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import msgspec
+
+from codeflow.quant.backend import GenOptions
+from codeflow.quant.errors import BackendError
+
+# Longest n-gram first: a 3-token match predicts far better than a 1-token one, and a 1-token
+# match ("\n", " ") guesses wrong so often that its failed drafts cost more than they save.
+NGRAM_SIZES = (3, 2)
+# Sampling settings `LocalBackend.stream` passes to `Llama.generate` (the same chain is rebuilt here).
+TOP_K = 40
+MIN_P = 0.05
+# What `batch_invariant` evaluates: ordinary code, over 8 tokens in any tokenizer.
+PROBE_TEXT = "def area(width: float, height: float) -> float:\n    return width * height\n\n\nprint(area(3, 4))\n"
+# Drafts per step at most, whatever GenOptions.lookup asks: a verify batch must fit n_batch (512),
+# and on a CPU each drafted token costs about a third of a decode step (SmolLM2, 1 thread).
+MAX_DRAFT = 32
+
+
+class LookupTally(msgspec.Struct, kw_only=True):
+    """Draft tokens proposed and accepted, summed over generations."""
+
+    drafted: int = 0
+    accepted: int = 0
+
+
+class Drafter:
+    """The tokens so far and where each of their n-grams last ended, to guess what follows."""
+
+    def __init__(self, tokens: Sequence[int], sizes: tuple[int, ...] = NGRAM_SIZES) -> None:
+        self.tokens = list(tokens)
+        self.sizes = sizes
+        self._ends: dict[int, dict[tuple[int, ...], int]] = {n: {} for n in sizes}
+        self._indexed = 0
+
+    def append(self, token: int) -> None:
+        """Add one generated token."""
+        self.tokens.append(token)
+
+    def draft(self, limit: int) -> list[int]:
+        """Up to `limit` tokens that followed the latest earlier occurrence of the last n-gram."""
+        if limit <= 0:
+            return []
+        self._index()
+        for n in self.sizes:
+            if len(self.tokens) < n:
+                continue
+            end = self._ends[n].get(tuple(self.tokens[-n:]))
+            if end is not None:
+                return self.tokens[end + 1: end + 1 + limit]
+        return []
+
+    def _index(self) -> None:
+        # Every n-gram ending before the last token: the one ending at it is the query and must
+        # not find itself. Later occurrences overwrite earlier ones (the most recent wins).
+        tokens = self.tokens
+        for end in range(self._indexed, len(tokens) - 1):
+            for n in self.sizes:
+                if end + 1 >= n:
+                    self._ends[n][tuple(tokens[end + 1 - n: end + 1])] = end
+        self._indexed = max(self._indexed, len(tokens) - 1)
+
+
+def can_roll_back(llm: Any) -> bool:
+    """Whether this model's memory can drop its newest cells (recurrent state cannot)."""
+    lib = _lib()
+    return not (lib.llama_model_is_recurrent(llm.model) or lib.llama_model_is_hybrid(llm.model))
+
+
+def batch_invariant(llm: Any, tokens: Sequence[int], rows: int = 8) -> bool:
+    """Whether positions evaluated inside one batch get bit-identical logits to the same positions
+    evaluated one at a time: what makes lookup's output the same as plain decoding.
+
+    Uses (and then clears) the KV cache. llama.cpp 0.3.36 on an AVX-512 CPU: SmolLM2 yes with flash
+    attention, no without (rows after the first up to 1.3 apart); Gemma 3 270M no either way.
+    """
+    import numpy as np
+
+    lib = _lib()
+    start = len(tokens) - rows
+    if start < 1:
+        raise BackendError(f"the batch-invariance probe needs more than {rows} tokens, got {len(tokens)}")
+    batch = lib.llama_batch_init(len(tokens), 0, 1)
+    memory = lib.llama_get_memory(llm.ctx)
+
+    def logits(feed: Sequence[int], at: int) -> list[Any]:
+        _fill(batch, feed, at)
+        if lib.llama_decode(llm.ctx, batch) != 0:
+            raise BackendError(f"llama_decode failed in the batch-invariance probe at position {at}")
+        return [np.ctypeslib.as_array(lib.llama_get_logits_ith(llm.ctx, i), shape=(llm.n_vocab(),)).copy()
+                for i in range(len(feed))]
+
+    batch_threads = _decode_threads(llm.ctx)
+    try:
+        lib.llama_memory_clear(memory, True)
+        logits(tokens[:start], 0)
+        alone = [logits([token], start + i)[0] for i, token in enumerate(tokens[start:])]
+        lib.llama_memory_seq_rm(memory, 0, start, -1)
+        together = logits(tokens[start:], start)
+        return all(np.array_equal(a, b) for a, b in zip(alone, together))
+    finally:
+        lib.llama_set_n_threads(llm.ctx, lib.llama_n_threads(llm.ctx), batch_threads)
+        lib.llama_memory_clear(memory, True)
+        llm.n_tokens = 0
+        lib.llama_batch_free(batch)
+
+
+def lookup_steps(llm: Any, tokens: list[int], opts: GenOptions, tally: LookupTally) -> Iterator[int]:
+    """Token ids, as `llm.generate(tokens, ...)` would yield them, `opts.lookup` drafts at a time.
+
+    The KV cache must hold all of `tokens` but the last (LocalBackend._prefill). Yields forever;
+    the caller stops at max_tokens, a stop string or an end-of-generation token. The state
+    (`llm.input_ids`, `llm.n_tokens`, KV cache) is consistent at every yield.
+    """
+    lib = _lib()
+    ctx = llm.ctx
+    sampler = _sampler(llm, opts)
+    most = min(opts.lookup, MAX_DRAFT)
+    batch = lib.llama_batch_init(most + 1, 0, 1)
+    # A verify batch replaces one decode step, so it runs on the decode threads.
+    batch_threads = _decode_threads(ctx)
+    drafter = Drafter(tokens)
+    produced = 0
+    try:
+        while True:
+            room = min(opts.max_tokens - produced, llm.n_ctx() - llm.n_tokens) - 1
+            drafts = drafter.draft(min(most, room))
+            out = _verify(llm, batch, sampler, [drafter.tokens[-1], *drafts])
+            tally.drafted += len(drafts)
+            tally.accepted += len(out) - 1
+            for token in out:
+                drafter.append(token)
+                produced += 1
+                yield token
+    finally:
+        lib.llama_set_n_threads(ctx, lib.llama_n_threads(ctx), batch_threads)
+        lib.llama_sampler_free(sampler)
+        lib.llama_batch_free(batch)
+
+
+def _verify(llm: Any, batch: Any, sampler: Any, feed: list[int]) -> list[int]:
+    """Evaluate `feed` (last token, then drafts); the accepted drafts plus the next token."""
+    lib = _lib()
+    start = llm.n_tokens
+    _fill(batch, feed, start)
+    code = lib.llama_decode(llm.ctx, batch)
+    if code != 0:
+        raise BackendError(f"llama_decode returned {code} for {len(feed)} tokens at position {start} "
+                           f"(context {llm.n_ctx()})")
+    llm.input_ids[start: start + len(feed)] = feed
+    out: list[int] = []
+    vocab = lib.llama_model_get_vocab(llm.model)
+    for i in range(len(feed)):
+        token = lib.llama_sampler_sample(sampler, llm.ctx, i)
+        out.append(token)
+        if i + 1 == len(feed) or token != feed[i + 1] or lib.llama_vocab_is_eog(vocab, token):
+            break
+    keep = start + len(out)
+    if keep < start + len(feed) and not lib.llama_memory_seq_rm(lib.llama_get_memory(llm.ctx), 0, keep, -1):
+        raise BackendError(f"cannot remove rejected draft tokens from position {keep}")
+    llm.n_tokens = keep
+    return out
+
+
+def _decode_threads(ctx: Any) -> int:
+    """Run batches on the decode threads; returns the batch thread count to restore.
+
+    llama.cpp gives any batch over one token n_threads_batch (llama-cpp-python: all cores): on a
+    loaded 2-core machine that made a 2-token batch cost 4-300x a 1-token one in CPU time.
+    """
+    lib = _lib()
+    batch_threads = lib.llama_n_threads_batch(ctx)
+    lib.llama_set_n_threads(ctx, lib.llama_n_threads(ctx), lib.llama_n_threads(ctx))
+    return batch_threads
+
+
+def _fill(batch: Any, feed: Sequence[int], start: int) -> None:
+    """Put `feed` at positions start.. of sequence 0, with logits for every position."""
+    batch.n_tokens = len(feed)
+    for i, token in enumerate(feed):
+        batch.token[i] = token
+        batch.pos[i] = start + i
+        batch.n_seq_id[i] = 1
+        batch.seq_id[i][0] = 0
+        batch.logits[i] = True
+
+
+def _sampler(llm: Any, opts: GenOptions) -> Any:
+    """The chain `Llama._init_sampler` builds for these options, without a logits processor."""
+    lib = _lib()
+    chain = lib.llama_sampler_chain_init(lib.llama_sampler_chain_default_params())
+    # The same arguments as llama-cpp-python's LlamaSampler.add_penalties.
+    parts = [lib.llama_sampler_init_penalties(llm.n_vocab(), llm.last_n_tokens_size, opts.repeat_penalty, 0.0, 0.0)]
+    if opts.temperature == 0.0:
+        parts.append(lib.llama_sampler_init_greedy())
+    elif opts.temperature < 0.0:
+        parts.append(lib.llama_sampler_init_dist(opts.seed))
+    else:
+        parts += [
+            lib.llama_sampler_init_top_k(TOP_K),
+            lib.llama_sampler_init_typical(1.0, 1),
+            lib.llama_sampler_init_top_p(opts.top_p, 1),
+            lib.llama_sampler_init_min_p(MIN_P, 1),
+            lib.llama_sampler_init_temp(opts.temperature),
+            lib.llama_sampler_init_dist(opts.seed),
+        ]
+    for part in parts:
+        lib.llama_sampler_chain_add(chain, part)
+    return chain
+
+
+def _lib():  # noqa: ANN202 - the low-level llama_cpp module
+    import llama_cpp
+
+    return llama_cpp

