@@ -71,7 +71,7 @@ class Run:
             "context": {"budgetTokens": 512, "prefixTokens": 512, "suffixTokens": 128}})
         assert not errors, errors
         self.backend = backend
-        self.svc = CompletionService(lambda: backend, settings, EngineContext(lambda: engine, root, stable))
+        self.svc = CompletionService(lambda: backend, settings, EngineContext(lambda: engine, root, stable), stable)
         self.root = root
         self._sent: dict[str, list[int]] = {}
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -10,7 +11,7 @@ import pytest
 
 from codeflow.context.engine import ContextEngine, EngineConfig
 from codeflow.lsp_server.assistant import budget as latency
-from codeflow.lsp_server.assistant.completion import CompletionRequest, CompletionService
+from codeflow.lsp_server.assistant.completion import CompletionRequest, CompletionService, window_start
 from codeflow.lsp_server.assistant.runtime import EngineContext
 from codeflow.lsp_server.settings import Settings, apply_layer
 from codeflow.quant.recorded import RecordedBackend
@@ -43,7 +44,8 @@ def setup(tmp_path: Path):  # noqa: ANN201
 
 def _service(engine: ContextEngine, backend: RecordedBackend, root: Path, stable: bool = True,
              settings: Settings | None = None) -> CompletionService:
-    return CompletionService(lambda: backend, settings or Settings(), EngineContext(lambda: engine, root, stable))
+    return CompletionService(lambda: backend, settings or Settings(), EngineContext(lambda: engine, root, stable),
+                             stable)
 
 
 def _at(text: str, needle: str, invoked: bool = True) -> CompletionRequest:
@@ -103,6 +105,84 @@ def test_an_automatic_request_fits_the_latency_budget_and_an_invoked_one_does_no
     assert backend.count_tokens(small) <= limit
     full = svc.prompt_for(_at(text, '@app.route("/r9")\ndef route_9():\n    user = '), backend, False)[1].text
     assert backend.count_tokens(full) > 2 * limit
+
+
+# Small windows on a long file, and no latency limit: only the window's placement differs.
+SMALL = {"completion": {"latencyBudgetMs": 600_000}, "context": {"prefixTokens": 256, "budgetTokens": 256}}
+
+
+@pytest.fixture()
+def long_file(setup):  # noqa: ANN001, ANN201
+    engine, backend, root, _ = setup
+    text = (root / "app.py").read_text() + _more_routes(40).replace("/r", "/s").replace("route_", "page_")
+    (root / "app.py").write_text(text)
+    engine.set_buffer(root / "app.py", text)
+    settings, errors = apply_layer(Settings(), SMALL)
+    assert not errors
+    return engine, backend, root, text, settings
+
+
+def _line_of(req: CompletionRequest) -> int:
+    return req.prefix.count("\n")
+
+
+def _shared_through(first: CompletionRequest, first_prompt: str, second_prompt: str) -> bool:
+    """Whether two prompts share everything up to the line before the first request's cursor."""
+    before = first.prefix.rsplit("\n", 1)[0][-80:]
+    common = len(os.path.commonprefix([first_prompt, second_prompt]))
+    return first_prompt.index(before) + len(before) <= common
+
+
+def test_a_jump_down_within_the_window_reuses_the_whole_prompt_before_it(long_file) -> None:  # noqa: ANN001
+    engine, backend, root, text, settings = long_file
+    svc = _service(engine, backend, root, settings=settings)
+    here = _at(text, '@app.route("/s20")\ndef page_20():\n    user = ', invoked=False)
+    there = _at(text, '@app.route("/s23")\ndef page_23():\n    user = ', invoked=False)
+    assert _line_of(there) - _line_of(here) >= 20
+    first = svc.prompt_for(here, backend, False)[1].text
+    second = svc.prompt_for(there, backend, False)[1].text
+    assert _shared_through(here, first, second)
+    # Placed afresh, the window would start elsewhere and share only the file's context block.
+    fresh = _service(engine, backend, root, settings=settings).prompt_for(there, backend, False)[1].text
+    assert fresh != second and not _shared_through(here, first, fresh)
+
+
+def test_a_jump_up_within_the_window_keeps_its_start(long_file) -> None:  # noqa: ANN001
+    engine, backend, root, text, settings = long_file
+    svc = _service(engine, backend, root, settings=settings)
+    cursors = [_at(text, f'@app.route("/s{i}")\ndef page_{i}():\n    user = ', invoked=False) for i in range(20, 36)]
+    starts = [window_start(c.prefix, 256) for c in cursors]
+    # A jump up that stays below the first window's start, where a fresh window would start higher.
+    low, high = next((lo, hi) for lo in range(len(cursors)) for hi in range(lo)
+                     if starts[hi] < starts[lo] <= _line_of(cursors[hi]))
+    first = svc.prompt_for(cursors[low], backend, False)[1].text
+    second = svc.prompt_for(cursors[high], backend, False)[1].text
+    assert _shared_through(cursors[high], second, first)  # the second prompt is the first one, cut shorter
+    fresh = _service(engine, backend, root, settings=settings).prompt_for(cursors[high], backend, False)[1].text
+    assert fresh != second
+
+
+def test_a_manual_request_and_a_far_jump_place_the_window_afresh(long_file) -> None:  # noqa: ANN001
+    engine, backend, root, text, settings = long_file
+    svc = _service(engine, backend, root, settings=settings)
+
+    def fresh(req: CompletionRequest) -> str:
+        return _service(engine, backend, root, settings=settings).prompt_for(req, backend, False)[1].text
+
+    svc.prompt_for(_at(text, '@app.route("/s20")\ndef page_20():\n    user = ', invoked=False), backend, False)
+    manual = _at(text, '@app.route("/s23")\ndef page_23():\n    user = ')
+    assert svc.prompt_for(manual, backend, False)[1].text == fresh(manual)
+    far = _at(text, '@app.route("/s38")\ndef page_38():\n    user = ', invoked=False)
+    assert svc.prompt_for(far, backend, False)[1].text == fresh(far)
+
+
+def test_the_old_layout_places_every_window_afresh(long_file) -> None:  # noqa: ANN001
+    engine, backend, root, text, settings = long_file
+    old = _service(engine, backend, root, stable=False, settings=settings)
+    old.prompt_for(_at(text, '@app.route("/s20")\ndef page_20():\n    user = ', invoked=False), backend, False)
+    there = _at(text, '@app.route("/s23")\ndef page_23():\n    user = ', invoked=False)
+    again = _service(engine, backend, root, stable=False, settings=settings).prompt_for(there, backend, False)
+    assert old.prompt_for(there, backend, False)[1].text == again[1].text
 
 
 def test_budget_ms_auto_by_device() -> None:

@@ -103,10 +103,11 @@ class ContextSource(Protocol):
 
     def context_text(
         self, req: CompletionRequest, budget: int, count_tokens: Callable[[str], int], file_sep: str | None,
-        file_budget: int = 0,
+        file_budget: int = 0, window_start: int | None = None,
     ) -> str:
         """Snippets with their path headers, ready to put before the current file; the first
-        `file_budget` tokens for what stays the same across the file (see FILE_SHARE)."""
+        `file_budget` tokens for what stays the same across the file (see FILE_SHARE). The rest
+        may stay as it was while the prefix window starts at `window_start`."""
         ...
 
 
@@ -126,20 +127,40 @@ def prompt_format(info: ModelInfo) -> PromptFormat:
     )
 
 
-def window(prefix: str, suffix: str, prefix_tokens: int, suffix_tokens: int) -> tuple[str, str]:
-    """Clip prefix and suffix to whole lines within budget; the prefix start moves in steps."""
+def window_start(prefix: str, prefix_tokens: int) -> int:
+    """The first line of the prefix window: as far back as fits the budget, rounded forward to
+    a multiple of WINDOW_STEP so that it stays put while the user types."""
     limit = int(prefix_tokens * CHARS_PER_TOKEN)
     lines = prefix.split("\n")
-    if len(lines[-1]) > limit:  # one huge line (minified code, data): keep its end
-        return lines[-1][-limit:], suffix[: int(suffix_tokens * CHARS_PER_TOKEN)]
     start, size = len(lines) - 1, len(lines[-1])
     while start > 0 and size + len(lines[start - 1]) + 1 <= limit:
         start -= 1
         size += len(lines[start]) + 1
     if start > 0:
         start = min(len(lines) - 1, -(-start // WINDOW_STEP) * WINDOW_STEP)
+    return start
+
+
+def keeps(prefix: str, start: int | None, tokens: int) -> bool:
+    """Whether a window may still start at line `start`: the cursor is on or below it and the
+    lines from there fit `tokens`."""
+    if start is None or start < 0:
+        return False
+    head = prefix.split("\n", start)  # the last item is the window when the cursor is below start
+    return len(head) == start + 1 and len(head[-1]) <= tokens * CHARS_PER_TOKEN
+
+
+def window(prefix: str, suffix: str, prefix_tokens: int, suffix_tokens: int,
+           start: int | None = None) -> tuple[str, str]:
+    """Clip prefix and suffix to whole lines within budget; the prefix window starts at `start`
+    (default: `window_start`)."""
+    limit = int(prefix_tokens * CHARS_PER_TOKEN)
+    lines = prefix.split("\n")
     suffix_limit = int(suffix_tokens * CHARS_PER_TOKEN)
     cut = suffix.rfind("\n", 0, suffix_limit) if len(suffix) > suffix_limit else len(suffix)
+    if len(lines[-1]) > limit:  # one huge line (minified code, data): keep its end
+        return lines[-1][-limit:], suffix[:suffix_limit]
+    start = window_start(prefix, prefix_tokens) if start is None else min(start, len(lines) - 1)
     return "\n".join(lines[start:]), suffix[: max(cut, 0)]
 
 
@@ -201,10 +222,14 @@ class CompletionService:
         backend: Callable[[], Backend],
         settings: Settings,
         context: ContextSource | None = None,
+        stable: bool = True,
     ) -> None:
         self._backend = backend
         self.settings = settings
         self.context = context
+        # Prefix windows keep their start across cursor moves (issue 16 §1); off: the layout
+        # before it, for `codeflow bench latency`.
+        self.stable = stable
         self._jobs: dict[str, _Job] = {}
         # The newest request's token per document: a newer request sets the older one's.
         self._tickets: dict[str, CancelToken] = {}
@@ -217,6 +242,8 @@ class CompletionService:
         self.prefill = latency.PrefillMeter()
         # The last prompt sent per document: what its KV state in the backend starts with.
         self._sent: dict[str, str] = {}
+        # The first line of each document's last prefix window (see `_kept_start`).
+        self._starts: dict[str, int] = {}
 
     def begin(self, key: str) -> CancelToken:
         """The cancel token of a new request for document `key`; it supersedes the previous one.
@@ -419,20 +446,39 @@ class CompletionService:
         )
         if limit:
             budget, prefix_tokens, suffix_tokens = latency.shares(limit, budget, prefix_tokens, suffix_tokens)
-        prefix, suffix = window(base, req.suffix, prefix_tokens, suffix_tokens)
+        fresh = window_start(base, prefix_tokens)
+        start = self._kept_start(req, base, fresh, min(2 * prefix_tokens, prefix_tokens + budget), limit)
+        prefix, suffix = window(base, req.suffix, prefix_tokens, suffix_tokens, start)
         # Taken before the spare room, which moves with the cursor: the file block must not.
         file_budget = int(budget * FILE_SHARE)
         if not limit:
-            budget = min(cfg.budget_tokens, budget + spare_room(prefix, suffix, prefix_tokens, suffix_tokens))
+            # From the window as placed afresh: a kept start must not move the context budget.
+            spare = spare_room(*window(base, req.suffix, prefix_tokens, suffix_tokens, fresh),
+                               prefix_tokens, suffix_tokens)
+            budget = min(cfg.budget_tokens, budget + spare)
         context = ""
         if self.context is not None and cfg.enabled and budget > 0:
             try:
                 # A private document's text must not reach a remote tokenizer either: estimate.
                 count = estimate_tokens if req.local_only else backend.count_tokens
-                context = self.context.context_text(req, budget, count, fmt.file_sep, file_budget)
+                context = self.context.context_text(req, budget, count, fmt.file_sep, file_budget, start)
             except Exception:  # a context failure must not cost the user the completion
                 log.exception("context retrieval failed for %s; completing without it", req.path)
         return build_prompt(fmt, context=context, prefix=prefix, suffix=suffix, path=req.path, language=req.language)
+
+    def _kept_start(self, req: CompletionRequest, base: str, fresh: int, tokens: int, limit: int) -> int:
+        """The window start for this request (issue 16 §1): an automatic request keeps the
+        document's previous start while the cursor stays below it and the window fits `tokens`
+        (up to twice the prefix budget: the kept part is in the KV cache and costs nothing), so
+        a jump within the window reuses the whole prompt before it. A manual request, a latency-
+        limited prompt or a window that outgrew it starts afresh."""
+        with self._lock:
+            kept = self._starts.get(req.key)
+        sticky = self.stable and not req.invoked and not limit
+        start = kept if sticky and kept != fresh and keeps(base, kept, tokens) else fresh
+        with self._lock:
+            self._starts[req.key] = start
+        return start
 
     def _run(self, job: _Job, backend: Backend, opts: GenOptions, before: list[_Job]) -> None:
         prompt = Prompt(text=job.built.text, kind=job.built.kind, key=job.req.key, local_only=job.req.local_only,
@@ -516,6 +562,7 @@ class CompletionService:
             job = self._jobs.pop(key, None)
             ticket = self._tickets.pop(key, None)
             self._sent.pop(key, None)
+            self._starts.pop(key, None)
         if ticket is not None:
             ticket.cancel()
         if job is not None:

@@ -32,7 +32,8 @@ class EngineContext:
 
     With `stable` (issue 16 §1) the context opens with the file's block (what its imports define,
     the same at every position), then the cursor's snippets, which stay as they were while the
-    cursor stays in the same function and nothing they depend on changed: a prompt whose start
+    prefix window keeps its start (without one: while the cursor stays in the same function) and
+    nothing they depend on changed: a prompt whose start
     stays put keeps llama.cpp's KV cache across keystrokes and jumps. Without it, every request
     re-ranks one block for the cursor (the layout before issue 16, kept for `codeflow bench latency`).
     """
@@ -47,7 +48,7 @@ class EngineContext:
 
     def context_text(
         self, req: CompletionRequest, budget: int, count_tokens: Callable[[str], int], file_sep: str | None,
-        file_budget: int = 0,
+        file_budget: int = 0, window_start: int | None = None,
     ) -> str:
         """Packed, rendered snippets for the cursor at the end of `req.prefix`."""
         path = _abs_path(self.root, req.path)
@@ -60,9 +61,7 @@ class EngineContext:
             return engine.render(packed, path, file_sep)
         head = engine.file_context(path, text, min(file_budget, budget), count_tokens, file_sep)
         head_text = engine.render(head, path, file_sep)
-        found = engine.function_at(path, text, line)
-        # Outside any definition, the block of WINDOW_STEP lines around the cursor stands in.
-        anchor = (found.kind, found.name, found.start_line) if found is not None else ("", "", line // WINDOW_STEP)
+        anchor = ("window", window_start) if window_start is not None else _function_anchor(engine, path, text, line)
         deps = (req.path, anchor, head_text, engine.disk_version, budget - head.used, file_sep)
         with self._lock:
             held = self._cursor.get(req.key)
@@ -77,6 +76,12 @@ class EngineContext:
             while len(self._cursor) > CURSOR_BLOCKS:
                 self._cursor.popitem(last=False)
         return head_text + tail
+
+
+def _function_anchor(engine: ContextEngineAPI, path: Path, text: str, line: int) -> tuple:
+    """The definition around a line; outside any, the block of WINDOW_STEP lines around it."""
+    found = engine.function_at(path, text, line)
+    return (found.kind, found.name, found.start_line) if found is not None else ("", "", line // WINDOW_STEP)
 
 
 def _log_problem(feature: str, message: str | None) -> None:
