@@ -65,10 +65,9 @@ class Run:
         from codeflow.lsp_server.assistant.runtime import EngineContext
         from codeflow.lsp_server.settings import Settings, apply_layer
 
-        # Small budgets keep the run within minutes on a loaded 2-core machine.
+        # The default context budgets; short answers keep the run within minutes on 2 cores.
         settings, errors = apply_layer(Settings(), {
-            "completion": {"latencyBudgetMs": budget_ms, "backgroundTokens": 0, "maxTokens": 24},
-            "context": {"budgetTokens": 512, "prefixTokens": 512, "suffixTokens": 128}})
+            "completion": {"latencyBudgetMs": budget_ms, "backgroundTokens": 0, "maxTokens": 24}})
         assert not errors, errors
         self.backend = backend
         self.svc = CompletionService(lambda: backend, settings, EngineContext(lambda: engine, root, stable), stable)

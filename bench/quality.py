@@ -15,6 +15,12 @@ it choose freely (one more generation where a word was half typed):
 - cost: the post-processing time per completion (p95, goal <= 5 ms);
 - chat: share of explanations of 50 functions the degeneration detector flags, without and with
   this tree's repetition penalty and early stop.
+
+Generating takes half an hour or more on a loaded CPU; post-processing takes seconds. `--dump FILE`
+saves each case (file, position, original text, prefix and suffix) with the model's raw answers;
+`--replay FILE` scores post-processing again from such a file without the model (the chat figures
+are kept from the last full run), and `--previous REV` scores a commit's post-processing on the
+same answers beside this tree's.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ from __future__ import annotations
 import argparse
 import difflib
 import importlib.util
+import json
 import random
 import re
 import subprocess
@@ -36,8 +43,9 @@ from typing import Any
 import report
 from recall import fetch
 
-from codeflow.context.edits import error_count
-from codeflow.context.postprocess import decide_multiline, degenerate_phrase, postprocess, runaway_at
+from codeflow.context.postprocess import (MAX_LOGICAL_LINES, decide_multiline, degenerate_phrase, logical_line,
+                                          postprocess, runaway_at)
+from codeflow.context.syntaxcut import added_errors
 from codeflow.lsp_server.assistant.completion import CompletionRequest, CompletionService, continuation
 from codeflow.lsp_server.settings import Settings
 from codeflow.quant.backend import CancelToken, GenOptions, Prompt
@@ -50,6 +58,8 @@ SKIP = re.compile(r"(^|/)(tests?|docs?|examples?|node_modules|vendor|dist|__test
 MAX_FILE_CHARS = 60_000
 MAX_LINE_TOKENS = 48
 MAX_BLOCK_TOKENS = 128
+DUMP_VERSION = 1
+REPEAT = 3
 
 
 # Sources -----------------------------------------------------------------------------------------
@@ -137,15 +147,24 @@ def _block_end(lines: list[str], i: int) -> int:
 
 
 def old_postprocess(rev: str) -> Callable[..., str]:
-    """`postprocess` as it was at commit `rev` (loaded from git, not kept in the tree)."""
-    source = subprocess.run(["git", "show", f"{rev}:context/postprocess.py"], capture_output=True, text=True,
+    """`postprocess` as it was at commit `rev` (loaded from git, not kept in the tree), with the
+    syntax cut of that commit where it had one."""
+    module = _module_at(rev, "context/postprocess.py")
+    if "syntax_cut" in vars(module):
+        module.syntax_cut = _module_at(rev, "context/syntaxcut.py").syntax_cut
+    return module.postprocess
+
+
+def _module_at(rev: str, path: str) -> Any:
+    source = subprocess.run(["git", "show", f"{rev}:{path}"], capture_output=True, text=True,
                             check=True, cwd=Path(__file__).resolve().parent).stdout
-    path = Path(tempfile.mkdtemp()) / "postprocess_before.py"
-    path.write_text(source)
-    spec = importlib.util.spec_from_file_location("postprocess_before", path)
+    name = Path(path).stem + "_" + rev
+    file = Path(tempfile.mkdtemp()) / f"{name}.py"
+    file.write_text(source)
+    spec = importlib.util.spec_from_file_location(name, file)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    return module.postprocess
+    return module
 
 
 def complete_raw(svc: CompletionService, backend: Any, case: dict[str, Any],
@@ -169,14 +188,21 @@ def complete_raw(svc: CompletionService, backend: Any, case: dict[str, Any],
 
 
 def judge(case: dict[str, Any], shown: str, multiline: bool, cap: int) -> dict[str, Any]:
-    """One arm's verdict on one case."""
+    """One arm's verdict on one case. Valid: the file with the shown text has no parse error that
+    it lacks with the original text (compared as error nodes, not counts: a count can stay equal
+    while a new error replaces an old one). A one-line answer may span lines when it is one
+    logical line (a call over several lines); more than that is a runaway."""
     lang = case["language"]
-    original = error_count(lang, case["prefix"] + case["want"] + case["suffix"]) or 0
-    after = error_count(lang, case["prefix"] + shown + case["suffix"]) or 0
+    added = added_errors(lang, case["prefix"], case["suffix"], shown, case["want"])
     lines = shown.strip("\n").split("\n")
-    runaway = bool(shown) and (len(lines) > (cap if multiline else 1) or _repeats(lines))
+    before, tail = case["prefix"].rsplit("\n", 1)[-1], case["suffix"].split("\n", 1)[0]
+    first = logical_line(shown + "\n", before, tail)
+    # One logical line may be left open for the file's next lines to close (`f(` then its
+    # arguments, as the original has them); more than one is a runaway.
+    too_long = len(lines) > cap if multiline else (
+        len(lines) > MAX_LOGICAL_LINES or (first is not None and first.rstrip() != shown.rstrip()))
     want = case["want"].strip()
-    return {"shown": bool(shown.strip()), "valid": after <= original, "runaway": runaway,
+    return {"shown": bool(shown.strip()), "valid": not added, "runaway": bool(shown) and (too_long or _repeats(lines)),
             "exact": shown.strip() == want,
             "similarity": difflib.SequenceMatcher(None, shown.strip(), want).ratio()}
 
@@ -186,29 +212,79 @@ def _repeats(lines: list[str]) -> bool:
     return any(a == b for a, b in zip(stripped, stripped[1:])) or runaway_at("\n".join(lines)) is not None
 
 
-def run_completions(all_cases: list[dict[str, Any]], before: Callable[..., str], model: str) -> dict[str, Any]:
-    """Both arms over every case; returns per-arm, per-language aggregates."""
+def generate_raw(all_cases: list[dict[str, Any]], model: str, dump: Path | None) -> list[dict[str, Any]]:
+    """Each case with the model's raw answers (`free`, `led`) and whether a block was asked; saved
+    to `dump` as it goes when given, so post-processing can be replayed without the model."""
     from codeflow.quant.local import LocalBackend
     from codeflow.quant.models import resolve_model
 
     backend = LocalBackend(resolve_model(model), n_ctx=4096)
-    settings = Settings()
-    svc = CompletionService(lambda: backend, settings)
-    cap = settings.completion.max_lines_automatic
+    svc = CompletionService(lambda: backend, Settings())
     rows: list[dict[str, Any]] = []
     for i, case in enumerate(all_cases):
         free, led, multiline = complete_raw(svc, backend, case, invoked=False)
-        arms = {}
-        for name, fn, raw, extra in (("before", before, free, {}), ("after", postprocess, led, {"max_lines": cap})):
-            started = time.perf_counter()
-            shown = fn(raw, case["prefix"], case["suffix"], multiline=multiline, language=case["language"], **extra)
-            cost = (time.perf_counter() - started) * 1000
-            arms[name] = {**judge(case, shown, multiline, cap), "ms": cost}
-        rows.append({"language": case["language"], "multiline": multiline, **arms})
+        rows.append({**case, "position": _position(case["prefix"]), "free": free, "led": led,
+                     "multiline": multiline})
         if i % 25 == 0:
             print(f"{i}/{len(all_cases)} completions", file=sys.stderr)
+            if dump is not None:
+                save_dump(dump, rows)
     backend.close()
+    if dump is not None:
+        save_dump(dump, rows)
+    return rows
+
+
+def _position(prefix: str) -> dict[str, int]:
+    """The cursor as an editor gives it (0-based line and character)."""
+    return {"line": prefix.count("\n"), "character": len(prefix.rsplit("\n", 1)[-1])}
+
+
+def save_dump(dump: Path, rows: list[dict[str, Any]]) -> None:
+    """Write the cases and raw answers so far (whole, through a temporary file)."""
+    dump.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dump.with_suffix(".tmp")
+    tmp.write_text(json.dumps({"version": DUMP_VERSION, "cases": rows}))
+    tmp.replace(dump)
+
+
+def load_dump(dump: Path) -> list[dict[str, Any]]:
+    """The cases and raw answers saved by `--dump`."""
+    data = json.loads(dump.read_text())
+    if data.get("version") != DUMP_VERSION:
+        raise SystemExit(f"{dump}: dump version {data.get('version')}, this bench reads {DUMP_VERSION}")
+    return data["cases"]
+
+
+def score(raw_rows: list[dict[str, Any]], before: Callable[..., str], cap: int, *, same_input: bool = False,
+          keep: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """Both arms' post-processing over every raw answer; per-arm, per-language aggregates. "Before"
+    gets the free answer, or with `same_input` the constrained one and the line cap as "after"
+    does (a commit of this issue). Each case's verdicts and shown text go to `keep` when given."""
+    rows: list[dict[str, Any]] = []
+    for case in raw_rows:
+        arms = {}
+        for name, fn, raw, extra in (("before", before, case["led" if same_input else "free"],
+                                      {"max_lines": cap} if same_input else {}),
+                                     ("after", postprocess, case["led"], {"max_lines": cap})):
+            shown, cost = _timed(fn, raw, case, extra)
+            arms[name] = {**judge(case, shown, case["multiline"], cap), "ms": cost, "text": shown}
+        rows.append({"language": case["language"], "multiline": case["multiline"], **arms})
+        if keep is not None:
+            keep.append({"path": case["path"], "position": case.get("position"), **rows[-1]})
     return summarise(rows)
+
+
+def _timed(fn: Callable[..., str], raw: str, case: dict[str, Any], extra: dict[str, Any]) -> tuple[str, float]:
+    """The shown text and the median time of REPEAT runs in ms: on a loaded 2-core machine one run
+    is as often a preemption's length as the work's."""
+    costs = []
+    for _ in range(REPEAT):
+        started = time.perf_counter()
+        shown = fn(raw, case["prefix"], case["suffix"], multiline=case["multiline"], language=case["language"],
+                   **extra)
+        costs.append((time.perf_counter() - started) * 1000)
+    return shown, sorted(costs)[len(costs) // 2]
 
 
 def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
@@ -290,8 +366,53 @@ def main(argv: list[str]) -> int:
     p.add_argument("--chat-model", default="default")
     p.add_argument("--cache", default=str(Path(tempfile.gettempdir()) / "codeflow-bench-quality"))
     p.add_argument("--seed", type=int, default=14)
+    p.add_argument("--dump", type=Path, help="save each case with the model's raw answers here (JSON)")
+    p.add_argument("--replay", type=Path, help="score the raw answers of a --dump file, without the model; "
+                                                "the chat figures are kept from the last results")
+    p.add_argument("--cases", type=Path, help="also write each case's shown text and verdicts here (JSON)")
+    p.add_argument("--no-write", action="store_true", help="print the figures, leave results/ and README alone")
+    p.add_argument("--previous", help="also score, on the same answers, the post-processing of this commit "
+                                      "(one of this issue's) against this tree")
     args = p.parse_args(argv)
+    keep: list[dict[str, Any]] | None = [] if args.cases else None
+    result = replay(args, keep) if args.replay else measure(args, keep)
+    if keep is not None:
+        args.cases.write_text(json.dumps(keep, indent=1))
+    print(markdown(result))
+    if not args.no_write:
+        print(f"wrote {report.write('quality', result, markdown(result))}")
+    return 0
+
+
+def measure(args: argparse.Namespace, keep: list[dict[str, Any]] | None) -> dict[str, Any]:
+    """Generate with the model (saving the answers to `--dump`), score both arms, explain."""
     rng, cache = random.Random(args.seed), Path(args.cache)
+    py_files, all_cases = gather(args, rng, cache)
+    raw = generate_raw(all_cases, args.model, args.dump)
+    result = {"sources": {"pypi": list(PYTHON), "npm": list(NPM), "deb": list(GO_DEBS)}, **_arms(args, raw, keep)}
+    if args.chat:
+        result["chat"] = run_chat(python_functions(py_files, args.chat, rng), args.chat_model)
+    return result
+
+
+def replay(args: argparse.Namespace, keep: list[dict[str, Any]] | None) -> dict[str, Any]:
+    """Score the answers of a `--dump` file; the rest (sources, chat) is kept from the last run."""
+    raw = load_dump(args.replay)
+    return {**_last_result(), "answers": f"replayed from a --dump of {len(raw)} cases", **_arms(args, raw, keep)}
+
+
+def _arms(args: argparse.Namespace, raw: list[dict[str, Any]], keep: list[dict[str, Any]] | None) -> dict[str, Any]:
+    cap = Settings().completion.max_lines_automatic
+    out: dict[str, Any] = {"before": args.before,
+                           "completions": score(raw, old_postprocess(args.before), cap, keep=keep)}
+    if args.previous:
+        out["previous"] = {"rev": args.previous,
+                           "completions": score(raw, old_postprocess(args.previous), cap, same_input=True)}
+    return out
+
+
+def gather(args: argparse.Namespace, rng: random.Random, cache: Path) -> tuple[list[Path], list[dict[str, Any]]]:
+    """The Python files (for the chat functions too) and every language's cases."""
     py_files = [f for spec in PYTHON for f in files_of(fetch(spec, cache / "pypi"), "python")]
     js_roots = [r for r in (npm_source(s, cache / "npm") for s in NPM) if r is not None]
     go_roots = [r for r in (deb_source(d, cache / "deb") for d in GO_DEBS) if r is not None]
@@ -299,17 +420,17 @@ def main(argv: list[str]) -> int:
     ts = [f for r in js_roots for f in files_of(r, "typescript")]
     go = [f for r in go_roots for f in files_of(r, "go")]
     ts_cases = cases(ts, "typescript", args.js // 2, rng)
-    all_cases = (cases(py_files, "python", args.python, rng) + ts_cases
-                 + cases(js, "javascript", args.js - len(ts_cases), rng) + cases(go, "go", args.go, rng))
-    result: dict[str, Any] = {"sources": {"pypi": list(PYTHON), "npm": list(NPM), "deb": list(GO_DEBS)},
-                              "before": args.before,
-                              "completions": run_completions(all_cases, old_postprocess(args.before), args.model)}
-    if args.chat:
-        result["chat"] = run_chat(python_functions(py_files, args.chat, rng), args.chat_model)
-    out = report.write("quality", result, markdown(result))
-    print(markdown(result))
-    print(f"wrote {out}")
-    return 0
+    return py_files, (cases(py_files, "python", args.python, rng) + ts_cases
+                      + cases(js, "javascript", args.js - len(ts_cases), rng) + cases(go, "go", args.go, rng))
+
+
+def _last_result() -> dict[str, Any]:
+    """What the last full run wrote, less its machine and completions (a replay keeps the rest)."""
+    path = report.BENCH / "results" / "quality.json"
+    if not path.exists():
+        return {}
+    old = json.loads(path.read_text())
+    return {k: v for k, v in old.items() if k not in ("machine", "before", "completions", "previous", "answers")}
 
 
 def markdown(result: dict[str, Any]) -> str:
@@ -326,14 +447,39 @@ def markdown(result: dict[str, Any]) -> str:
                      f"{b['postprocess_p95_ms']:.2f} → {a['postprocess_p95_ms']:.2f}"))
     text = ("## Quality (issue 14)\n\n`codeflow bench quality`, default model, CPU: completions post-processed "
             f"as at {result['before']} with the model free (before) and by this tree, the half-typed word "
-            "constraining the model's first tokens (after).\n\n"
+            "constraining the model's first tokens (after). Syntax valid: the file with the shown text has no "
+            "tree-sitter error node that it lacks with the original text (nodes compared, not counted); a "
+            "one-line answer may span lines when it is one logical line. Post-processing time: the median of "
+            f"{REPEAT} runs per case, then the p95 over cases (a single run on a loaded 2-core machine measures "
+            "preemption as often as work).\n\n"
             + report.table(rows, ("cases", "n", "syntax valid", "runaway", "exact match", "edit similarity",
                                   "post-processing p95 ms")))
+    if result.get("answers"):
+        text += (f"\n\nThe model's answers were generated once (`--dump`) and scored again without the model "
+                 f"(`--replay`): {result['answers']}.")
+    previous = result.get("previous")
+    if previous:
+        text += (f"\n\nThe same answers post-processed as at {previous['rev']} and by this tree "
+                 "(the syntax cut against the buffer, issue 14's follow-up):\n\n" + _previous_table(previous))
     chat = result.get("chat")
     if chat:
         text += (f"\n\nExplanations of {chat['functions']} functions flagged degenerate: "
                  f"{chat['degenerate_before']:.2f} before, {chat['degenerate_after']:.2f} after.")
     return text
+
+
+def _previous_table(previous: dict[str, Any]) -> str:
+    comp, rows = previous["completions"], []
+    for key in sorted(k for k in comp if k.endswith(".after")):
+        group = key.removesuffix(".after")
+        b, a = comp[f"{group}.before"], comp[key]
+        rows.append((group, f"{b['shown']} → {a['shown']}",
+                     f"{b['syntax_valid']:.3f} → **{a['syntax_valid']:.3f}**",
+                     f"{b['exact_match']:.3f} → {a['exact_match']:.3f}",
+                     f"{b['edit_similarity']:.3f} → {a['edit_similarity']:.3f}",
+                     f"{b['postprocess_p95_ms']:.2f} → **{a['postprocess_p95_ms']:.2f}**"))
+    return report.table(rows, ("cases", "shown", "syntax valid", "exact match", "edit similarity",
+                               "post-processing p95 ms"))
 
 
 if __name__ == "__main__":

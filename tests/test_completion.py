@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from codeflow.lsp_server.assistant.completion import Cancelled, CompletionRequest, CompletionService, continuation, fit_budgets
+from codeflow.lsp_server.assistant.completion import Cancelled, CompletionRequest, CompletionService, continuation
+from codeflow.lsp_server.assistant.layout import fit_budgets
 from codeflow.lsp_server.settings import Settings, apply_layer
 from codeflow.quant.backend import CancelToken
 from codeflow.quant.recorded import RecordedBackend

@@ -38,7 +38,9 @@ def test_cli_streams_plain_text(sample_dir: Path) -> None:
 async def test_server_completes_the_sample_with_cross_file_context(sample_dir: Path, tmp_path: Path) -> None:
     async with lsp_session(sample_dir, {}, tmp_path, keep_cache=True) as client:
         uri = open_doc(client, sample_dir / "app.py")
-        result = await client.text_document_inline_completion_async(inline_params(uri, 27, 11))
+        # Asked for (Ctrl+Space): the whole prompt, whatever this machine's latency budget allows
+        # an automatic request (issue 16 §2; tests/test_latency_layout.py covers that one).
+        result = await client.text_document_inline_completion_async(inline_params(uri, 27, 11, invoked=True))
         assert isinstance(result, types.InlineCompletionList)
         info = await stats(client)
         assert info["prompt_kind"] == "prefix" and info["tokens"] > 0

@@ -11,9 +11,12 @@ import pytest
 
 from codeflow.context.engine import ContextEngine, EngineConfig
 from codeflow.lsp_server.assistant import budget as latency
-from codeflow.lsp_server.assistant.completion import CompletionRequest, CompletionService, window_start
+from codeflow.lsp_server.assistant.completion import CompletionRequest, CompletionService
+from codeflow.lsp_server.assistant.layout import window_start
 from codeflow.lsp_server.assistant.runtime import EngineContext
 from codeflow.lsp_server.settings import Settings, apply_layer
+from codeflow.quant.backend import CancelToken
+from codeflow.quant.local import LocalBackend, _common_prefix
 from codeflow.quant.recorded import RecordedBackend
 
 EXAMPLE = Path(__file__).parent.parent / "examples" / "flask_app"
@@ -183,6 +186,43 @@ def test_the_old_layout_places_every_window_afresh(long_file) -> None:  # noqa: 
     there = _at(text, '@app.route("/s23")\ndef page_23():\n    user = ', invoked=False)
     again = _service(engine, backend, root, stable=False, settings=settings).prompt_for(there, backend, False)
     assert old.prompt_for(there, backend, False)[1].text == again[1].text
+
+
+def test_a_prompt_cut_to_the_budget_is_evaluated_whole_afterwards(setup, models_dir: Path) -> None:  # noqa: ANN001
+    engine, _, root, text = setup
+    backend = LocalBackend(models_dir / "base.gguf", n_ctx=2048)
+    try:
+        # Small budgets: the tiny model's tokenizer spends a token on most characters.
+        settings, errors = apply_layer(Settings(), {
+            "completion": {"latencyBudgetMs": 500, "maxTokens": 4, "backgroundTokens": 0},
+            "context": {"budgetTokens": 256, "prefixTokens": 384, "suffixTokens": 32}})
+        assert not errors
+        svc = _service(engine, backend, root, settings=settings)
+        svc.prefill.observe(1000, 2.0)  # 500 tokens/s: one step of 128 tokens within 500 ms
+        req = _at(text, '@app.route("/r9")\ndef route_9():\n    user = ', invoked=False)
+        svc.complete(req, CancelToken())
+        assert svc.wait_idle(60)
+        assert svc.last.warmed and svc.last.allowance == latency.ALLOWANCE_STEP
+        # The next request at this place can afford the whole prompt: its tokens are in the KV cache.
+        full = svc.prompt_for(req, backend, False)[1].text
+        tokens = backend.tokenize(full)
+        assert len(tokens) > 3 * latency.ALLOWANCE_STEP and len(tokens) < 2048 - 8
+        cached = list(backend.llama.input_ids[: backend.llama.n_tokens])
+        assert _common_prefix(cached, tokens) >= len(tokens) - 1
+    finally:
+        backend.close()
+
+
+def test_calibration_measures_the_prompt_speed(setup, models_dir: Path) -> None:  # noqa: ANN001
+    engine, _, root, _ = setup
+    backend = LocalBackend(models_dir / "base.gguf", n_ctx=2048)
+    try:
+        svc = _service(engine, backend, root)
+        assert svc.prefill.samples == 0
+        svc.calibrate()
+        assert svc.prefill.samples == 1 and svc.prefill.tps is not None and svc.prefill.tps > 0
+    finally:
+        backend.close()
 
 
 def test_budget_ms_auto_by_device() -> None:

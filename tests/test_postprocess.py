@@ -112,3 +112,77 @@ def test_syntax_cut_in_the_buffer(lang: str, prefix: str, raw: str, suffix: str,
 )
 def test_a_one_line_answer_is_one_logical_line(prefix: str, raw: str, suffix: str, want: str) -> None:
     assert postprocess(raw, prefix, suffix, multiline=False, language="python") == want
+
+
+# Issue 14's follow-up: shown completions that made the file parse worse in `codeflow bench quality`.
+LONG_BODY = "".join(f"  const v{i} = compute({i});\n" for i in range(35))
+
+
+def test_a_brace_the_window_cut_off_does_not_close_the_completions_block() -> None:
+    # A window of the last 30 lines lost `function run(x) {`: its `}` in the suffix then closed
+    # the `if` the model opened, and the file was left with a brace open.
+    prefix = "function run(x) {\n" + LONG_BODY + "  "
+    shown = postprocess("if (x > 1) {\n    stop(x);\n", prefix, "\n  return x;\n}\n", multiline=True,
+                        language="javascript")
+    assert shown == ""
+
+
+def test_a_control_head_is_not_cut_before_its_brace() -> None:
+    # `if (x > 1)` parses, taking the file's next line as its body: not what the model wrote.
+    shown = postprocess("if (x > 1) {", "function run(x) {\n  ", "\n  return x;\n}\n", multiline=False,
+                        language="javascript")
+    assert shown == ""
+
+
+@pytest.mark.parametrize(
+    ("prefix", "raw", "suffix", "want"),
+    [
+        # tree-sitter takes `else:` with nothing under it as an empty block; Python does not. A
+        # block that ends in a head whose body the model did not write is cut before that head.
+        ("def f(a):\n    if a:\n        ", "return 1\n    else:\n", "\n    raise E('x')\n", "return 1"),
+        ("def f(x):\n", "    y = 1\n    for i in y:\n", "\n\ndef g():\n    pass\n", "    y = 1"),
+        # The file already has the body: the head is the completion.
+        ("def f(x):\n    y = 1\n    ", "if y > 1:\n", "\n        return y\n", "if y > 1:"),
+        # A head alone is a completion too: the user goes on to type its body.
+        ("def f(x):\n    y = 1\n    ", "if y > 1:\n", "\n    return y\n", "if y > 1:"),
+    ],
+)
+def test_a_python_block_head_needs_a_body(prefix: str, raw: str, suffix: str, want: str) -> None:
+    multiline = not prefix.rsplit("\n", 1)[-1].strip()
+    assert postprocess(raw, prefix, suffix, multiline=multiline, language="python") == want
+
+
+METHOD = "    def m{i}(self,\n             a: int) -> int:\n        return self._pos + a\n\n"
+METHODS = "".join(METHOD.format(i=i) for i in range(14))
+DOC_PREFIX = 'class LimitedStream(io.RawIOBase):\n    """Wrap a stream.\n\n    .. versionchanged:: 2.3\n        Handle '
+# The file goes on past the window's 40 lines; a window that ended there would end inside `def m9(`.
+DOC_SUFFIX = '\n\n    """\n\n' + METHODS
+
+
+@pytest.mark.parametrize(
+    ("raw", "want"),
+    [
+        ('the limit."""', "the limit."),  # `"""` is one token, not `""` and `"`
+        ('the limit.""" + x', "the limit."),
+        ("the limit.", "the limit."),  # prose keeps its full stop: the window ends at a whole def
+    ],
+)
+def test_a_docstring_closed_early_is_cut_before_its_quotes(raw: str, want: str) -> None:
+    assert postprocess(raw, DOC_PREFIX, DOC_SUFFIX, multiline=False, language="python") == want
+
+
+def test_trailing_tokens_that_open_what_nothing_closes_are_dropped() -> None:
+    # The model's import list never closed within its tokens; the cursor line stays unfinished,
+    # and `import (` would swallow the next import.
+    prefix = "from jinja2.loaders import BaseLoader\n\nfrom .bl"
+    raw = "ueprints import (\n    BaseLoader,\n    BaseLoaderFactory,\n"
+    shown = postprocess(raw, prefix, "\nfrom .globals import request_ctx\n", multiline=False, language="python")
+    assert shown == "ueprints"
+
+
+def test_a_brace_the_completion_opens_may_close_far_below() -> None:
+    # The switch's body runs past the window's 40 lines; its closing brace is still in view.
+    cases = "".join(f"    case {i}:\n      step({i});\n      break;\n" for i in range(20))
+    suffix = "\n" + cases + "  }\n  return x;\n}\n"
+    shown = postprocess("itch (x) {\n", "function run(x) {\n  sw", suffix, multiline=False, language="javascript")
+    assert shown == "itch (x) {"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from codeflow.context.pack import CHARS_PER_TOKEN
 from codeflow.context.prompt import PromptFormat, build_prompt, render_chat
-from codeflow.lsp_server.assistant.completion import WINDOW_STEP, window
+from codeflow.lsp_server.assistant.layout import WINDOW_STEP, window
 from gguf_factory import CHATML
 
 FIM = PromptFormat(kind="fim", fim_prefix="<P>", fim_suffix="<S>", fim_middle="<M>", eos="<E>")

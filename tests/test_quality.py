@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from codeflow.lsp_server.assistant.completion import CompletionRequest
 from codeflow.quant.backend import CancelToken
 from test_completion import service
@@ -170,3 +172,43 @@ def test_the_background_stops_one_line_after_a_one_line_answer(tmp_path: Path) -
     assert svc.wait_idle(timeout=10)
     # The shown line and the next one are cached (accept, then Enter); nothing past them is made.
     assert 0 < svc.last.tokens < len(lines) // 8 and not svc.last.cancelled
+
+
+def _bench_quality(monkeypatch) -> object:  # noqa: ANN001
+    monkeypatch.syspath_prepend(str(Path(__file__).parent.parent / "bench"))
+    import quality
+
+    return quality
+
+
+CASE = {"path": "app.py", "language": "python", "prefix": "def f(a, b):\n    total = compute(",
+        "suffix": "\n    return total\n", "want": "a, b)"}
+
+
+def test_the_bench_judges_a_logical_line_as_one_line_and_errors_as_nodes(monkeypatch) -> None:  # noqa: ANN001
+    quality = _bench_quality(monkeypatch)
+    spread = quality.judge(CASE, "a,\n                        b)", multiline=False, cap=8)
+    assert spread["valid"] and not spread["runaway"] and not spread["exact"]
+    two = quality.judge(CASE, "a, b)\n    print(total)", multiline=False, cap=8)
+    assert two["runaway"]
+    # Left open for the file's next lines to close: one logical line still, but not valid here.
+    left_open = quality.judge(CASE, "a,\n                        b", multiline=False, cap=8)
+    assert not left_open["runaway"] and not left_open["valid"]
+    open_call = quality.judge(CASE, "a, b", multiline=False, cap=8)
+    assert open_call["shown"] and not open_call["valid"]
+
+
+def test_the_bench_replays_a_dump_without_the_model(monkeypatch, tmp_path: Path) -> None:  # noqa: ANN001
+    quality = _bench_quality(monkeypatch)
+    rows = [{**CASE, "position": {"line": 1, "character": 20}, "free": "a, b) +\n", "led": "a, b) +\n",
+             "multiline": False}]
+    dump = tmp_path / "raw.json"
+    quality.save_dump(dump, rows)
+    kept: list = []
+    summary = quality.score(quality.load_dump(dump), lambda raw, *a, **k: raw.strip(), 8, keep=kept)
+    assert summary["all.before"]["syntax_valid"] == 0.0  # `a, b) +` as the model wrote it
+    assert summary["all.after"]["syntax_valid"] == 1.0 and summary["all.after"]["exact_match"] == 1.0
+    assert kept[0]["after"]["text"] == "a, b)" and kept[0]["position"] == {"line": 1, "character": 20}
+    dump.write_text('{"version": 0, "cases": []}')
+    with pytest.raises(SystemExit, match="dump version 0"):
+        quality.load_dump(dump)

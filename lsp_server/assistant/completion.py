@@ -18,23 +18,25 @@ from typing import Protocol
 
 import msgspec
 
-from codeflow.context.pack import CHARS_PER_TOKEN, estimate_tokens
+from codeflow.context.pack import estimate_tokens
 from codeflow.context.postprocess import MAX_LOGICAL_LINES, decide_multiline, logical_line, postprocess, runaway_at
 from codeflow.context.prompt import BuiltPrompt, PromptFormat, build_prompt
-from codeflow.lsp_server.settings import Settings
 from codeflow.lsp_server.assistant import budget as latency
 from codeflow.lsp_server.assistant.jobs import Cancelled, Job
-from codeflow.quant.backend import Backend, CancelToken, GenOptions, GenStats, ModelInfo, Prompt
+from codeflow.lsp_server.assistant.layout import (fit_budgets, keeps, prompt_format, spare_room, window,
+                                                   window_start)
+from codeflow.lsp_server.settings import Settings
+from codeflow.quant.backend import Backend, CancelToken, GenOptions, GenStats, Prompt
 
 log = logging.getLogger(__name__)
-# The prefix window starts on a multiple of this many lines, so it stays put while typing.
-WINDOW_STEP = 32
-SPARE_STEP = 256
 # The share of the context budget that opens the prompt with what the file's imports define, the
 # same at every cursor position (issue 16 §1); cursor-specific snippets get the rest.
 FILE_SHARE = 0.5
 # After a one-line answer, the background keeps generating this many more lines into the cache.
 BACKGROUND_LINES = 1
+# Code-like text whose evaluation measures the prompt speed at load (about 300 tokens).
+CALIBRATION_TEXT = "".join(f"def handler_{i}(request, user_id: int) -> dict:\n    return {{'id': user_id, 'n': {i}}}\n"
+                           for i in range(12))
 # A new job polls the jobs it stopped this often while it waits for them to end.
 WAIT_FOR_PRIOR_S = 0.02
 # Token healing: the prompt stops before the identifier being typed and the spaces before it (or
@@ -74,6 +76,8 @@ class Stats(GenStats, kw_only=True):
     prompt: str = ""
     # Generation stopped because the text started repeating itself (issue 14).
     runaway: bool = False
+    # The full prompt the latency budget cut was evaluated after the answer (issue 16 §2).
+    warmed: bool = False
     # Estimated prompt tokens the backend evaluates: those past the common prefix with the
     # document's previous prompt (its KV cache keeps the rest).
     new_tokens: int = 0
@@ -111,59 +115,6 @@ class ContextSource(Protocol):
         ...
 
 
-def prompt_format(info: ModelInfo) -> PromptFormat:
-    """The prompt layout the model itself supports."""
-    kind = info.prompt_kind
-    fim = info.fim
-    return PromptFormat(
-        kind=kind,
-        fim_prefix=fim.prefix if fim else "",
-        fim_suffix=fim.suffix if fim else "",
-        fim_middle=fim.middle if fim else "",
-        file_sep=fim.file_sep if fim else None,
-        chat_template=info.chat_template if kind == "chat" else None,
-        bos=info.bos or "",
-        eos=info.eos or "",
-    )
-
-
-def window_start(prefix: str, prefix_tokens: int) -> int:
-    """The first line of the prefix window: as far back as fits the budget, rounded forward to
-    a multiple of WINDOW_STEP so that it stays put while the user types."""
-    limit = int(prefix_tokens * CHARS_PER_TOKEN)
-    lines = prefix.split("\n")
-    start, size = len(lines) - 1, len(lines[-1])
-    while start > 0 and size + len(lines[start - 1]) + 1 <= limit:
-        start -= 1
-        size += len(lines[start]) + 1
-    if start > 0:
-        start = min(len(lines) - 1, -(-start // WINDOW_STEP) * WINDOW_STEP)
-    return start
-
-
-def keeps(prefix: str, start: int | None, tokens: int) -> bool:
-    """Whether a window may still start at line `start`: the cursor is on or below it and the
-    lines from there fit `tokens`."""
-    if start is None or start < 0:
-        return False
-    head = prefix.split("\n", start)  # the last item is the window when the cursor is below start
-    return len(head) == start + 1 and len(head[-1]) <= tokens * CHARS_PER_TOKEN
-
-
-def window(prefix: str, suffix: str, prefix_tokens: int, suffix_tokens: int,
-           start: int | None = None) -> tuple[str, str]:
-    """Clip prefix and suffix to whole lines within budget; the prefix window starts at `start`
-    (default: `window_start`)."""
-    limit = int(prefix_tokens * CHARS_PER_TOKEN)
-    lines = prefix.split("\n")
-    suffix_limit = int(suffix_tokens * CHARS_PER_TOKEN)
-    cut = suffix.rfind("\n", 0, suffix_limit) if len(suffix) > suffix_limit else len(suffix)
-    if len(lines[-1]) > limit:  # one huge line (minified code, data): keep its end
-        return lines[-1][-limit:], suffix[:suffix_limit]
-    start = window_start(prefix, prefix_tokens) if start is None else min(start, len(lines) - 1)
-    return "\n".join(lines[start:]), suffix[: max(cut, 0)]
-
-
 def continuation(raw: str, typed: str) -> tuple[bool | None, str]:
     """What the model wrote past what the user typed after the prompt's end.
 
@@ -181,28 +132,11 @@ def continuation(raw: str, typed: str) -> tuple[bool | None, str]:
     return False, ""
 
 
-def fit_budgets(n_ctx: int, max_tokens: int, context: int, prefix: int, suffix: int) -> tuple[int, int, int]:
-    """Shrink the (context, prefix, suffix) token budgets so prompt and answer fit n_ctx."""
-    room = max(64, n_ctx - max_tokens - 32)
-    suffix = min(suffix, room // 8)
-    prefix = min(prefix, room - suffix)
-    return max(0, min(context, room - prefix - suffix)), prefix, suffix
-
-
-def spare_room(prefix: str, suffix: str, prefix_tokens: int, suffix_tokens: int) -> int:
-    """The tokens a window leaves unused (a short file, a cursor near the top), which cross-file
-    context may take: on a small context the prefix budget would otherwise leave it nothing.
-
-    Rounded down to SPARE_STEP so that the context budget, and with it the prompt's start, stays
-    put while the user types.
-    """
-    used = int((len(prefix) + len(suffix)) / CHARS_PER_TOKEN) + 1
-    spare = max(0, prefix_tokens + suffix_tokens - used)
-    return spare - spare % SPARE_STEP
-
-
 class _Job(Job[Stats]):
     """A completion's generation, with the request and prompt it answers."""
+
+    # The full prompt, when the latency budget cut this one: evaluated after the answer.
+    full: BuiltPrompt | None = None
 
     def __init__(self, req: CompletionRequest, base: str, built: BuiltPrompt, multiline: bool) -> None:
         super().__init__(Stats(key=req.key, prompt_kind=built.kind, prompt_chars=len(built.text), prompt=built.text),
@@ -389,8 +323,9 @@ class CompletionService:
         model once the stopped jobs have ended, so at most one generation runs at a time."""
         self.stop_all()
         backend = self._backend()
-        base, built, max_tokens = self.prompt_for(req, backend, multiline)
+        base, built, full, max_tokens = self._prompts(req, backend, multiline)
         job = _Job(req, base, built, multiline)
+        job.full = full
         job.stats.new_tokens = latency.new_tokens(built.text, self._sent.get(req.key, ""))
         job.stats.allowance = self.allowance(req, backend)
         opts = GenOptions(max_tokens=max_tokens, temperature=self.settings.completion.temperature, stop=built.stop)
@@ -413,6 +348,12 @@ class CompletionService:
 
     def prompt_for(self, req: CompletionRequest, backend: Backend, multiline: bool) -> tuple[str, BuiltPrompt, int]:
         """(prompt end in the document, the prompt, the token budget) for a request."""
+        base, built, _, max_tokens = self._prompts(req, backend, multiline)
+        return base, built, max_tokens
+
+    def _prompts(self, req: CompletionRequest, backend: Backend,
+                 multiline: bool) -> tuple[str, BuiltPrompt, BuiltPrompt | None, int]:
+        """`prompt_for`, plus the full prompt when the latency budget cut this one (else None)."""
         cfg = self.settings.completion
         max_tokens = (cfg.max_tokens_invoked if multiline else cfg.max_tokens) + cfg.background_tokens
         fragment = WORD_TAIL.search(req.prefix[-64:])
@@ -421,9 +362,10 @@ class CompletionService:
         built = self._build(req, base, fmt, backend, max_tokens)
         limit = self.allowance(req, backend)
         if limit and latency.new_tokens(built.text, self._sent.get(req.key, "")) > limit:
-            # Too much is new to evaluate within the latency budget: a prompt that fits from scratch.
-            built = self._build(req, base, fmt, backend, max_tokens, limit)
-        return base, built, max_tokens
+            # Too much is new to evaluate within the latency budget: a prompt that fits from scratch
+            # now, and the full one evaluated once the answer is out (see `_warm`).
+            return base, self._build(req, base, fmt, backend, max_tokens, limit), built, max_tokens
+        return base, built, None, max_tokens
 
     def allowance(self, req: CompletionRequest, backend: Backend) -> int:
         """The prompt tokens an automatic request may have evaluated (issue 16 §2); 0 for an invoked
@@ -474,7 +416,9 @@ class CompletionService:
         limited prompt or a window that outgrew it starts afresh."""
         with self._lock:
             kept = self._starts.get(req.key)
-        sticky = self.stable and not req.invoked and not limit
+        if limit:  # a prompt cut to the latency budget for now; the full one keeps the start
+            return fresh
+        sticky = self.stable and not req.invoked
         start = kept if sticky and kept != fresh and keeps(base, kept, tokens) else fresh
         with self._lock:
             self._starts[req.key] = start
@@ -497,8 +441,40 @@ class CompletionService:
         self._count_end(job)
         if error is None:  # a job stopped after its first token measured its prompt all the same
             self.prefill.observe(job.stats.new_tokens, job.stats.first_token_s)
+        if error is None and job.full is not None and not job.cancel.cancelled:
+            self._warm(job, backend)
         self._end(job, error)
         log.debug("job %s: %d tokens, first after %.3fs", job.req.key, job.stats.tokens, job.stats.first_token_s)
+
+    def _warm(self, job: _Job, backend: Backend) -> None:
+        """Evaluate the full prompt the latency budget cut (issue 16 §2) while the user reads the
+        answer, so that the next request here can afford it from the KV cache. A newer request
+        cancels this between two prompt batches; what was evaluated by then stays cached."""
+        full = job.full
+        assert full is not None
+        prompt = Prompt(text=full.text, kind=full.kind, key=job.req.key, local_only=job.req.local_only)
+        try:
+            _first_token(backend, prompt, job.cancel)
+        except Exception as exc:  # a failed warm-up costs only the next request's reuse
+            log.debug("warming the full prompt failed: %s", exc)
+            return
+        if not job.cancel.cancelled:
+            with self._lock:
+                self._sent[job.req.key] = full.text
+            job.stats.warmed = True
+
+    def calibrate(self) -> None:
+        """Measure this machine's prompt speed once the model is loaded (issue 16 §2), so that the
+        first automatic request is sized from a measurement rather than the default."""
+        backend = self._backend()
+        if backend.info.device == "remote":
+            return
+        for i in range(2):  # the first evaluation after a load also pays one-time costs
+            text = f"# {i}\n{CALIBRATION_TEXT}"
+            started = time.perf_counter()
+            _first_token(backend, Prompt(text=text, key=f"codeflow:calibrate:{i}"), CancelToken())
+            if i:
+                self.prefill.observe(backend.count_tokens(text), time.perf_counter() - started)
 
     def _stop_after(self, job: _Job, piece: str) -> bool:
         """Whether the model can stop after this piece."""
@@ -567,3 +543,14 @@ class CompletionService:
             ticket.cancel()
         if job is not None:
             job.cancel.cancel()
+
+
+def _first_token(backend: Backend, prompt: Prompt, cancel: CancelToken) -> None:
+    """Evaluate a prompt into the backend's KV cache, up to its first generated token."""
+    pieces = backend.stream(prompt, GenOptions(max_tokens=1), cancel)
+    try:
+        next(iter(pieces), None)
+    finally:
+        close = getattr(pieces, "close", None)
+        if close is not None:
+            close()

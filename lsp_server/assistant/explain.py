@@ -228,7 +228,7 @@ class Explainer:
             built = explain_prompt(backend, facts)
             instruct.room_left(backend, built, max_tokens, f"explaining `{facts.name}`")
             opts = GenOptions(max_tokens=max_tokens, temperature=0.0, stop=built.stop,
-                              repeat_penalty=PROSE_REPEAT_PENALTY)
+                              repeat_penalty=PROSE_REPEAT_PENALTY, lookup=instruct.LOOKUP_TOKENS)
             job.stats.model = backend.info.name
             text = instruct.generate(backend, built, opts, job, key="explain", prose=True)
             if job.stats.tokens >= max_tokens:  # ran out mid-sentence: end at the last full one

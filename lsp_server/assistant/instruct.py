@@ -21,12 +21,15 @@ from codeflow.context.edits import EditPlan
 from codeflow.context.errors import EditRejectedError, PositionError
 from codeflow.context.postprocess import degenerate_phrase
 from codeflow.context.prompt import BuiltPrompt, render_chat
-from codeflow.lsp_server.assistant.completion import prompt_format
+from codeflow.lsp_server.assistant.layout import prompt_format
 from codeflow.lsp_server.assistant.jobs import Cancelled, Job
 from codeflow.quant.backend import Backend, ChatMessage, GenOptions, GenStats, Prompt
 from codeflow.quant.errors import DegenerateAnswerError, EmptyPromptError, ModelNotFoundError, PromptTooLongError
 
 log = logging.getLogger(__name__)
+# A rewrite quotes the code its prompt holds: guess up to this many tokens from the prompt per
+# step (issue 16 §4). The backend uses the guesses only where they cannot change the answer.
+LOOKUP_TOKENS = 8
 MAX_DIAGNOSTICS = 5
 # Without a function around the cursor, a quick fix sees this many lines either side.
 FIX_WINDOW = 3
@@ -321,7 +324,7 @@ def run_action(backend: Backend, data: ActionData, text: str, language: str, pat
     built = action_prompt(backend, data, text, language, path, context_for(room)) if room > 0 else bare
     if built is not bare and room_left(backend, built, max_tokens, "the code and its context") < 0:
         built = bare  # the context's estimate ran over: the code itself matters more
-    opts = GenOptions(max_tokens=max_tokens, temperature=0.0, stop=built.stop)
+    opts = GenOptions(max_tokens=max_tokens, temperature=0.0, stop=built.stop, lookup=LOOKUP_TOKENS)
     job.stats.task = data.action
     answer = generate(backend, built, opts, job, on_text, key=f"action:{data.uri}")
     return edits.plan_replacement(text, data.start_line, data.end_line, answer, language, built.prefill)

@@ -14,7 +14,8 @@ from pathlib import Path
 import msgspec
 
 from codeflow.context.api import ContextEngineAPI
-from codeflow.lsp_server.assistant.completion import WINDOW_STEP, CompletionRequest, CompletionService
+from codeflow.lsp_server.assistant.completion import CompletionRequest, CompletionService
+from codeflow.lsp_server.assistant.layout import WINDOW_STEP
 from codeflow.lsp_server.settings import Settings
 from codeflow.quant.backend import Backend
 from codeflow.quant.fallback import FallbackBackend, Status
@@ -141,6 +142,11 @@ class Runtime:
         backend = self.backend()
         assert isinstance(backend, FallbackBackend)
         backend.start()
+        if backend.status is not None and backend.status.state == "ready":
+            try:
+                self.completion.calibrate()
+            except Exception as exc:  # the budget then starts from its default speed
+                log.warning("measuring the prompt speed failed: %s", exc)
         return backend.status
 
     def _make_backend(self, chat: bool) -> FallbackBackend:
