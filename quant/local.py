@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from codeflow.quant.backend import CancelToken, FimTokens, GenOptions, ModelInfo, Prompt
-from codeflow.quant.errors import ModelLoadError, ModelNotFoundError
+from codeflow.quant.errors import BackendError, ModelLoadError, ModelNotFoundError
 from codeflow.quant.lookup import (
     MIN_P,
     PROBE_TEXT,
@@ -69,6 +69,7 @@ class LocalBackend:
             raise ModelNotFoundError(f"model file not found: {self._path}")
         self._llm = _load(self._path, n_ctx, n_gpu_layers, n_threads, kv_type, flash_attn)
         self._lock = threading.Lock()
+        self._closed = False
         self._warm: OrderedDict[str, _SeqState] = OrderedDict()
         self._warm_slots = warm_slots
         self._current_key = ""
@@ -92,15 +93,19 @@ class LocalBackend:
 
     def count_tokens(self, text: str) -> int:
         """Exact token count with the model's tokenizer."""
-        return len(self._llm.tokenize(text.encode("utf-8"), add_bos=False, special=True))
+        return len(self.tokenize(text, add_bos=False))
 
     def tokenize(self, text: str, add_bos: bool = True) -> list[int]:
         """Token ids of `text`, special markers parsed."""
+        if self._closed:
+            raise BackendError("the local model was closed")
         return self._llm.tokenize(text.encode("utf-8"), add_bos=add_bos, special=True)
 
     def stream(self, prompt: Prompt, opts: GenOptions, cancel: CancelToken) -> Iterator[str]:
         """Yield text pieces; `cancel` is checked after every token, so it stops within one step."""
         with self._lock:
+            if self._closed:  # a job thread that outlived its backend (a test, a settings change)
+                raise BackendError("the local model was closed")
             tokens = self._fit(self.tokenize(prompt.text, add_bos=prompt.add_bos), opts.max_tokens)
             if opts.lookup > 0 and self._lookup_ok is None:
                 self._lookup_ok = self._lookup_allowed()
@@ -265,6 +270,7 @@ class LocalBackend:
     def close(self) -> None:
         """Free the model and its context."""
         with self._lock:
+            self._closed = True
             self._warm.clear()
             self._llm.close()
 

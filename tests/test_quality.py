@@ -158,6 +158,8 @@ def test_a_half_typed_name_is_completed_even_when_the_model_preferred_another(tm
         shown = svc.complete(req, CancelToken())
         assert shown.text.startswith("enticate("), shown
     finally:
+        svc.stop_all()  # the job may still evaluate the whole prompt (issue 16 §2)
+        assert svc.wait_idle(30)
         backend.close()
         engine.stop()
 
