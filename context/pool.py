@@ -16,7 +16,8 @@ import subprocess
 import sys
 import threading
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
+from itertools import islice
 from multiprocessing.connection import Connection, wait
 from pathlib import Path
 
@@ -162,40 +163,57 @@ class ParsePool:
         """The workers' process ids."""
         return [p.pid for p in self._procs]
 
-    def run(self, paths: list[str]) -> Iterator[Parsed]:
-        """Each chunk's results as it arrives. Stops early on cancel; when a worker dies, the
-        paths not yet parsed are left in `leftover` for the caller to parse itself."""
-        todo = deque(paths[i:i + CHUNK] for i in range(0, len(paths), CHUNK))
+    def run(self, paths: Iterable[str]) -> Iterator[Parsed]:
+        """Each chunk's results as it arrives. `paths` may be a walk still under way: a chunk is
+        pulled from it between replies, so parsing starts before the walk ends (walking 10k files
+        took 1.5 s, a core idle before the workers got anything: issue 16 §3). Stops early on
+        cancel; when a worker dies, the paths pulled but not parsed are left in `leftover` and the
+        rest stay in `paths` for the caller to parse itself."""
+        source = iter(paths)
+        todo: deque[list[str]] = deque()
         sent: dict[Connection, deque[list[str]]] = {c: deque() for c in self._conns}
-        try:
-            for conn in self._conns:
-                self._feed(conn, todo, sent)
-        except OSError:
-            self._lose(todo, sent)
-            return
-        while any(sent.values()):
+        walking = True
+        while walking or todo or any(sent.values()):
             if self.cancel.is_set():
                 return
-            busy = [c for c, q in sent.items() if q]
-            for conn in wait(busy, timeout=_POLL_S):
-                try:
-                    data = conn.recv_bytes()  # type: ignore[union-attr]
-                except (EOFError, OSError):
-                    self._lose(todo, sent)
-                    return
-                sent[conn].popleft()  # type: ignore[index]
-                yield _reply.decode(data)
-                try:
-                    self._feed(conn, todo, sent)  # type: ignore[arg-type]
-                except OSError:
-                    self._lose(todo, sent)
-                    return
-            if any(p.poll() is not None and sent[c] for c, p in zip(self._conns, self._procs)):
+            if walking:
+                chunk = list(islice(source, CHUNK))
+                walking = len(chunk) == CHUNK
+                if chunk:
+                    todo.append(chunk)
+            try:
+                for conn in self._conns:
+                    self._feed(conn, todo, sent)
+            except OSError:
                 self._lose(todo, sent)
                 return
+            # While walking, only collect the replies already there, then walk on.
+            for parsed in self._replies(sent, 0 if walking else _POLL_S):
+                if parsed is None:
+                    self._lose(todo, sent)
+                    return
+                yield parsed
+
+    def _replies(self, sent: dict[Connection, deque[list[str]]], timeout: float) -> Iterator[Parsed | None]:
+        """The replies that arrive within `timeout`; None once a worker is found dead. A worker
+        still holds a second chunk while its reply is merged, so it is fed on the next round."""
+        busy = [c for c, q in sent.items() if q]
+        for conn in wait(busy, timeout=timeout) if busy else ():
+            try:
+                data = conn.recv_bytes()  # type: ignore[union-attr]
+            except (EOFError, OSError):
+                yield None
+                return
+            sent[conn].popleft()  # type: ignore[index]
+            yield _reply.decode(data)
+        if any(p.poll() is not None and sent[c] for c, p in zip(self._conns, self._procs)):
+            yield None
 
     def _feed(self, conn: Connection, todo: deque[list[str]], sent: dict[Connection, deque[list[str]]]) -> None:
-        while todo and len(sent[conn]) < IN_FLIGHT:
+        # Near the end, one chunk each: the last chunks go to whichever worker is free first,
+        # rather than waiting behind a busy one while another idles.
+        limit = IN_FLIGHT if len(todo) > len(self._conns) else 1
+        while todo and len(sent[conn]) < limit:
             chunk = todo.popleft()
             conn.send_bytes(_encoder.encode(_Request(chunk, self.max_bytes)))
             sent[conn].append(chunk)

@@ -8,7 +8,8 @@ import logging
 import os
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from itertools import chain, islice
 from pathlib import Path
 
 import tree_sitter as ts
@@ -131,14 +132,15 @@ class Workspace:
 
     def index_all(self, on_progress: Callable[[int, int], None] | None = None, save: bool = True) -> None:
         """Index every root: cached entries whose mtime and size match are reused, the rest parsed
-        (in worker processes past `PARALLEL_MIN` files); then save the cache unless the caller
-        saves it itself. Returns early, the index partial, once `cancel` is set."""
+        (in worker processes past `PARALLEL_MIN` files, while the walk goes on); then save the
+        cache unless the caller saves it itself. Returns early, the index partial, once `cancel`
+        is set."""
         for flt in self.filters:
+            progress = _Progress(on_progress)
             cached = cache.load(self.cache_dir, flt.root) if self.cache_dir else {}
-            paths = [str(p) for p in walk(flt)]
-            progress = _Progress(on_progress, len(paths))
-            todo = self._reuse(paths, cached, progress)
-            del cached  # the entries kept are in the index; the rest would only hold memory
+            # The generator holds the only reference: the cache is freed once the walk is done.
+            todo = self._reuse(walk(flt), cached, progress)
+            del cached
             self._parse(todo, progress)
             if self.cancel.is_set():
                 break
@@ -146,37 +148,39 @@ class Workspace:
             self.save_cache()
         _trim_heap()
 
-    def _reuse(self, paths: list[str], cached: Mapping[str, FileIndex], progress: _Progress) -> list[str]:
-        """Put the cached entries that are still current; returns the paths left to parse."""
-        todo: list[str] = []
-        for path in paths:
+    def _reuse(self, paths: Iterator[Path], cached: Mapping[str, FileIndex], progress: _Progress) -> Iterator[str]:
+        """Put the cached entries that are still current as the walk finds them; yields the paths
+        left to parse. Tells `progress` the total once the walk is done."""
+        for p in paths:
+            path = str(p)
+            progress.total += 1
             hit = cached.get(path)
-            if hit is None or path in self.buffers:
-                todo.append(path)
-                continue
-            if _stamp(path) == (hit.mtime_ns, hit.size):
+            if hit is not None and path not in self.buffers and _stamp(path) == (hit.mtime_ns, hit.size):
                 self.index.put(intern_file(hit))
                 progress.add(1)
             else:
-                todo.append(path)
-        return todo
+                yield path
+        progress.walked()
 
-    def _parse(self, paths: list[str], progress: _Progress) -> None:
+    def _parse(self, paths: Iterator[str], progress: _Progress) -> None:
         """Parse files into the index: by worker processes when there are enough of them, else
-        (or when the workers cannot start or die) in this process."""
-        workers = min(self.workers or pool.worker_count(), -(-len(paths) // pool.CHUNK))
-        if workers > 1 and len(paths) >= pool.PARALLEL_MIN:
+        (or when the workers cannot start or die) in this process. The workers start once the
+        walk has found enough files for each of them, and parse while it goes on."""
+        most = self.workers or pool.worker_count()
+        head = list(islice(paths, max(pool.PARALLEL_MIN, most * pool.CHUNK)))
+        workers = min(most, -(-len(head) // pool.CHUNK))
+        if workers > 1 and len(head) >= pool.PARALLEL_MIN:
             try:
                 parsers = pool.ParsePool(workers, self.max_file_bytes, self.cancel)
             except PoolError as exc:
-                log.warning("%s; indexing %d files in one process", exc, len(paths))
+                log.warning("%s; indexing the files in one process", exc)
             else:
                 with parsers:
-                    for parsed in parsers.run(paths):
+                    for parsed in parsers.run(chain(head, paths)):
                         self._merge(parsed)
                         progress.add(len(parsed.files) + len(parsed.skipped))
-                paths = parsers.leftover
-        for path in paths:
+                head = parsers.leftover
+        for path in chain(head, paths):
             if self.cancel.is_set():
                 return
             self.index_file(path)
@@ -379,19 +383,27 @@ class Workspace:
 
 
 class _Progress:
-    """Calls `on_progress(done, total)` every 200 files and at the end."""
+    """Calls `on_progress(done, total)` every 200 files and at the end, from when the walk is done
+    and the total known (the files are parsed while the walk goes on)."""
 
-    def __init__(self, on_progress: Callable[[int, int], None] | None, total: int) -> None:
+    def __init__(self, on_progress: Callable[[int, int], None] | None) -> None:
         self.on_progress = on_progress
-        self.total = total
+        self.total = 0
         self.done = 0
+        self.known = False
 
     def add(self, n: int) -> None:
         if self.on_progress is None or n <= 0:
             return
         before, self.done = self.done, self.done + n
-        if before // 200 != self.done // 200 or self.done >= self.total:
+        if self.known and (before // 200 != self.done // 200 or self.done >= self.total):
             self.on_progress(min(self.done, self.total), self.total)
+
+    def walked(self) -> None:
+        """The walk is done: `total` is final."""
+        self.known = True
+        if self.on_progress is not None and self.total:
+            self.on_progress(self.done, self.total)
 
 
 def _trim_heap() -> None:

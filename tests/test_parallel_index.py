@@ -11,6 +11,8 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
+from multiprocessing.connection import wait
 from pathlib import Path
 
 import psutil
@@ -18,6 +20,7 @@ import pytest
 
 from codeflow.context import cache, pool
 from codeflow.context.engine import ContextEngine, EngineConfig
+from codeflow.context import workspace as workspace_mod
 from codeflow.context.workspace import Workspace
 
 DATA = Path(__file__).parent / "data" / "context"
@@ -88,6 +91,34 @@ def test_parallel_index_equals_serial(tree: Path, small_chunks: list[pool.ParseP
     assert "pyproj/models.py" in indexed and "broken.py" in indexed
     assert not indexed & {"ignored/hidden.py", "local_secrets.py", "huge.py", "binary.py", "pipe.py"}
     assert {os.path.basename(p) for p in parallel.skipped} == {"huge.py", "binary.py"}
+
+
+def test_workers_parse_while_the_walk_goes_on(tree: Path, small_chunks: list[pool.ParsePool],
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    serial = _workspace(tree, workers=1)
+    serial.index_all(save=False)
+    real_walk, real_merge = workspace_mod.walk, Workspace._merge
+    walked: list[Path] = []
+    walked_at_merge: list[int] = []
+
+    def slow_walk(flt: object) -> Iterator[Path]:
+        for path in real_walk(flt):  # type: ignore[arg-type]
+            if small_chunks and not walked_at_merge:
+                # Past the first chunks: hold the walk until a worker has answered one.
+                assert wait(small_chunks[0]._conns, timeout=30)
+            walked.append(path)
+            yield path
+
+    def merge(self: Workspace, parsed: pool.Parsed) -> None:
+        walked_at_merge.append(len(walked))
+        real_merge(self, parsed)
+
+    monkeypatch.setattr(workspace_mod, "walk", slow_walk)
+    monkeypatch.setattr(Workspace, "_merge", merge)
+    ws = _workspace(tree, workers=2)
+    ws.index_all(save=False)
+    assert walked_at_merge[0] < len(walked)  # a chunk merged before the walk ended
+    assert _snapshot(ws) == _snapshot(serial)
 
 
 def test_small_tree_stays_in_process(tree: Path, monkeypatch: pytest.MonkeyPatch) -> None:
