@@ -9,6 +9,7 @@ with the stable prompt layout (issue 16 §1) and the layout before it, side by s
 from __future__ import annotations
 
 import argparse
+import difflib
 import importlib
 import statistics
 import sys
@@ -119,7 +120,16 @@ def _scenario(run: Run, path: Path, tag: str) -> dict[str, dict[str, Any]]:
     got["jump"] = run.ask(key, path, jpre, jsuf)
     got["cold_jump"] = run.ask(key + "#cold", path, jpre, jsuf, cold=True)
     got["jump_lines"] = {"value": b - a}
+    # What the user would have typed there: the rest of the original line (same cases, both layouts).
+    for kind, line in (("cold", a), ("jump", b), ("cold_jump", b)):
+        got[kind].update(_match(got[kind]["text"], lines[line].strip()))
     return got
+
+
+def _match(shown: str, want: str) -> dict[str, Any]:
+    """Exact match and edit similarity of the shown first line against the original."""
+    first = shown.split("\n", 1)[0].strip()
+    return {"exact": first == want, "similarity": round(difflib.SequenceMatcher(None, first, want).ratio(), 4)}
 
 
 def _median(values: list[float]) -> float | None:
@@ -140,7 +150,13 @@ def _summary(per_file: list[dict[str, dict[str, Any]]]) -> dict[str, Any]:
         "jump_reused_tokens": _median([f["jump"].get("reused_tokens", 0) for f in per_file]),
         "jump_prompt_tokens": _median([f["jump"].get("prompt_tokens", 0) for f in per_file]),
         "reused_share_after_first": _median(reused),
+        "exact_match": _mean([float(f[k]["exact"]) for f in per_file for k in ("cold", "jump", "cold_jump")]),
+        "edit_similarity": _mean([f[k]["similarity"] for f in per_file for k in ("cold", "jump", "cold_jump")]),
     }
+
+
+def _mean(values: list[float]) -> float | None:
+    return round(statistics.fmean(values), 4) if values else None
 
 
 def _budget(engine: Any, backend: Any, root: Path, files: list[Path]) -> dict[str, Any]:
@@ -222,7 +238,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def _markdown(data: dict[str, Any]) -> str:
     new, old = data["layouts"]["stable"]["summary"], data["layouts"]["before"]["summary"]
-    goals = {"jump_over_cold": "≤ 0.35", "accepted_over_cold": "≤ 0.1", "typed_over_cold": "≤ 0.05"}
+    goals = {"jump_over_cold": "≤ 0.35", "accepted_over_cold": "≤ 0.1", "typed_over_cold": "≤ 0.05",
+             "exact_match": "not lower", "edit_similarity": "not lower"}
     rows = [(k, goals.get(k, ""), new[k], old[k]) for k in new]
     b = data["budget"]
     rows.append(("automatic first line p95 / budget", "≤ 1.0", b["p95_over_budget"], ""))

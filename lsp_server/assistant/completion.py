@@ -370,9 +370,9 @@ class CompletionService:
     def allowance(self, req: CompletionRequest, backend: Backend) -> int:
         """The prompt tokens an automatic request may have evaluated (issue 16 §2); 0 for an invoked
         one, which keeps the full budget."""
-        if req.invoked:
-            return 0
         device = backend.info.device
+        if req.invoked or device.startswith("remote"):  # a server's prompt speed is not this machine's
+            return 0
         ms = latency.budget_ms(self.settings.completion.latency_budget_ms, device)
         return latency.allowance(ms, self.prefill.speed(device))
 
@@ -467,7 +467,7 @@ class CompletionService:
         """Measure this machine's prompt speed once the model is loaded (issue 16 §2), so that the
         first automatic request is sized from a measurement rather than the default."""
         backend = self._backend()
-        if backend.info.device == "remote":
+        if backend.info.device.startswith("remote"):
             return
         for i in range(2):  # the first evaluation after a load also pays one-time costs
             text = f"# {i}\n{CALIBRATION_TEXT}"

@@ -142,7 +142,9 @@ class Runtime:
         backend = self.backend()
         assert isinstance(backend, FallbackBackend)
         backend.start()
-        if backend.status is not None and backend.status.state == "ready":
+        status = backend.status
+        # Only a local model's speed is measured: nothing is sent to an endpoint for it.
+        if status is not None and status.state == "ready" and status.backend == "local":
             try:
                 self.completion.calibrate()
             except Exception as exc:  # the budget then starts from its default speed
