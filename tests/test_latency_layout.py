@@ -7,6 +7,7 @@ import os
 import shutil
 from pathlib import Path
 
+import msgspec
 import pytest
 
 from codeflow.context.engine import ContextEngine, EngineConfig
@@ -209,6 +210,10 @@ def test_a_prompt_cut_to_the_budget_is_evaluated_whole_afterwards(setup, models_
         assert len(tokens) > 3 * latency.ALLOWANCE_STEP and len(tokens) < 2048 - 8
         cached = list(backend.llama.input_ids[: backend.llama.n_tokens])
         assert _common_prefix(cached, tokens) >= len(tokens) - 1
+        # Asked for (Ctrl+Space) at the same place: a new answer from the whole prompt, not the cut one's.
+        asked = msgspec.structs.replace(req, invoked=True)
+        assert not svc.complete(asked, CancelToken()).from_cache
+        assert svc.last.prompt == full and svc.last.allowance == 0
     finally:
         backend.close()
 

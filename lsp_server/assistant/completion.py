@@ -308,6 +308,9 @@ class CompletionService:
             return None
         if not req.prefix.startswith(job.req.prefix):
             return None
+        if req.invoked and job.full is not None:
+            # Asked for: the whole prompt, not the answer to one cut to the latency budget.
+            return None
         if req.invoked and not job.multiline and multiline:
             # A manual trigger asks for a block; this job wrote one line on a small budget, and
             # reusing it showed the same one-line item again (issue 13).
