@@ -98,6 +98,11 @@ def pack(cands: list[Candidate], budget: int, rel: Callable[[str], str], comment
                 chosen.append((snippet, c.kind))
                 used += cost
                 continue
+            short = count(render_snippet(path, c.short, comment, file_sep)) if c.short else budget + 1
+            if used + short <= budget:  # the signatures still tell the model what exists
+                chosen.append((msgspec.structs.replace(snippet, text=c.short), "outline"))
+                used += short
+                continue
             why = f"over budget: needs {cost} tokens, {budget - used} left"
         if len(dropped) < MAX_DROPPED:
             dropped.append(Dropped(path=path, start_line=snippet.start_line, end_line=snippet.end_line,

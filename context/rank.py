@@ -48,6 +48,8 @@ class Candidate(msgspec.Struct, kw_only=True):
     score: float
     # "definition" (whole text), "outline" (signatures only) or "window" (lexical/edit lines).
     kind: str = "definition"
+    # A shorter form the packer may use when `text` does not fit (a class's method signatures).
+    short: str = ""
 
 
 class RankInput(msgspec.Struct, kw_only=True):
@@ -133,13 +135,16 @@ class _Collector:
             return
         if d.end_line >= len(lines):
             return
+        short = ""
         if d.kind == "class":
             text = snippets.class_skeleton(fi.lang, lines, fi, d)
             whole = d.end_line - d.start_line + 1 <= snippets.FULL_CLASS_LINES
+            short = snippets.class_signatures(fi.lang, lines, fi, d)
         else:
             text, whole = snippets.definition_text(fi.lang, lines, d)
         self.add(Candidate(path=t.path, start_line=d.start_line, end_line=d.end_line, text=text,
-                           reason=reason, score=score, kind="definition" if whole else "outline"))
+                           reason=reason, score=score, kind="definition" if whole else "outline",
+                           short=short if short != text else ""))
 
 
 def _where(ch: Chain, cursor: int) -> str:

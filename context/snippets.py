@@ -66,6 +66,15 @@ def class_skeleton(lang: str, lines: list[str], fi: FileIndex, cls: Definition) 
     return "\n".join(out)
 
 
+def class_signatures(lang: str, lines: list[str], fi: FileIndex, cls: Definition) -> str:
+    """A class's first line and one line per method: its shortest useful form, for a packer
+    that has no room for the skeleton (issue 16: a prompt cut to the latency budget)."""
+    methods = [d for d in fi.defs if d.parent == cls.name and cls.start_line < d.start_line <= cls.end_line
+               and d.kind not in ("attribute", "variable", "constant")][:MAX_SKELETON_ENTRIES]
+    head = _cap(lines[cls.start_line]) if cls.start_line < len(lines) else cls.name
+    return "\n".join([head, *(_signature_line(lang, lines, d, " " * d.start_col) for d in methods)])
+
+
 def module_skeleton(lang: str, lines: list[str], fi: FileIndex) -> tuple[str, int, int]:
     """(text, first line, last line) of a file's public top-level signatures."""
     tops = [d for d in fi.defs if not d.parent and d.exported][:MAX_SKELETON_ENTRIES]

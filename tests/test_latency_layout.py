@@ -76,6 +76,16 @@ def test_a_jump_keeps_the_file_block_that_opens_the_prompt(setup) -> None:  # no
     assert first.startswith(block) and second.startswith(block)
 
 
+def test_a_small_file_block_keeps_an_imported_class_by_its_method_signatures(setup) -> None:  # noqa: ANN001
+    engine, _, root, text = setup
+    path = root / "app.py"
+    roomy = engine.render(engine.file_context(path, text, 1024), path)
+    small = engine.render(engine.file_context(path, text, 100), path)
+    assert "class User" in roomy and "email = db.Column" in roomy  # the skeleton, attributes too
+    # A prompt cut to the latency budget still tells the model what User offers.
+    assert "class User" in small and "def find_by_email" in small and "email = db.Column" not in small
+
+
 def test_typing_a_character_keeps_the_whole_context(setup) -> None:  # noqa: ANN001
     engine, backend, root, text = setup
     svc = _service(engine, backend, root)
