@@ -88,14 +88,17 @@ async def _start_endless(client, uri: str, line: int, col: int) -> tuple[str, as
     return msg_id, asyncio.wrap_future(future)
 
 
-async def _wait_generating(client, timeout: float = 60.0) -> None:
-    """Until the newest job is generating (a running job has tokens and no total time yet): a
-    cancel before that stops its prompt evaluation, with no token to count (issue 12)."""
+async def _wait_generating(client, started_before: int, timeout: float = 60.0) -> None:
+    """Until a job started after `started_before` generations is generating (a running job has
+    tokens and no total time yet): a cancel before that stops its prompt evaluation, with no
+    token to count (issue 12). The count tells it from the previous job, which may still be
+    finishing its last token when the new request goes out."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     while loop.time() < deadline:
         last = await stats(client)
-        if last["tokens"] > 0 and last["total_s"] < 0:
+        newer = last["totals"]["generations_started"] > started_before
+        if newer and last["tokens"] > 0 and last["total_s"] < 0:
             return
         await asyncio.sleep(0.05)
     raise AssertionError(f"the request never started generating: {last}")
@@ -111,8 +114,9 @@ async def _generating(
     async with lsp_session(workspace, options, tmp_path) as client:
         uri = open_doc(client, workspace / "main.py")
         await warm_endless(client, uri)
+        started = (await stats(client))["totals"]["generations_started"]
         msg_id, pending = await _start_endless(client, uri, 9, 22)
-        await _wait_generating(client)
+        await _wait_generating(client, started)
         yield client, uri, msg_id, pending
 
 
