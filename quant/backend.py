@@ -124,6 +124,14 @@ class CancelToken:
         return self._event.is_set()
 
 
+def close_stream(pieces: Iterator[str]) -> None:
+    """Close a backend's stream at once (a generator: ends the HTTP stream, tells the worker to
+    stop, or stops llama.cpp) when its reader is done early; other iterators need nothing."""
+    close = getattr(pieces, "close", None)
+    if close is not None:
+        close()
+
+
 class Backend(Protocol):
     """A model runner. Callers never ask which implementation they hold."""
 

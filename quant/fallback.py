@@ -19,7 +19,7 @@ from typing import Literal
 
 import msgspec
 
-from .backend import Backend, CancelToken, GenOptions, ModelInfo, Prompt
+from .backend import Backend, CancelToken, GenOptions, ModelInfo, Prompt, close_stream
 from .errors import (BackendTimeoutError, LocalOnlyError, ModelLoadError, QuantError, RemoteError,
                      WorkerCrashError)
 
@@ -202,10 +202,7 @@ class FallbackBackend:
                     return
                 continue
             finally:
-                # Closing at once ends the HTTP stream or tells the worker to stop.
-                close = getattr(pieces, "close", None)
-                if close is not None:
-                    close()
+                close_stream(pieces)
             self._succeeded(side)
             return
 

@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from functools import lru_cache
 from typing import Any
 
+from .backend import close_stream
 from .redact import register_secret
 
 PLACEHOLDER = re.compile(r"<secret:(\d+)>")
@@ -225,9 +226,7 @@ class Scrubber:
             if held:
                 yield self.restore(held)
         finally:
-            close = getattr(pieces, "close", None)
-            if close is not None:
-                close()  # ends the HTTP stream at once when the caller stops reading
+            close_stream(pieces)  # ends the HTTP stream at once when the caller stops reading
 
 
 def _safe_cut(text: str) -> int:

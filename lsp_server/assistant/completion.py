@@ -26,7 +26,7 @@ from codeflow.lsp_server.assistant.jobs import Cancelled, Job
 from codeflow.lsp_server.assistant.layout import (fit_budgets, keeps, prompt_format, spare_room, window,
                                                    window_start)
 from codeflow.lsp_server.settings import Settings
-from codeflow.quant.backend import Backend, CancelToken, GenOptions, GenStats, Prompt
+from codeflow.quant.backend import Backend, CancelToken, GenOptions, GenStats, Prompt, close_stream
 
 log = logging.getLogger(__name__)
 # The share of the context budget that opens the prompt with what the file's imports define, the
@@ -554,6 +554,4 @@ def _first_token(backend: Backend, prompt: Prompt, cancel: CancelToken) -> None:
     try:
         next(iter(pieces), None)
     finally:
-        close = getattr(pieces, "close", None)
-        if close is not None:
-            close()
+        close_stream(pieces)

@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 from typing import Generic, TypeVar
 
-from codeflow.quant.backend import Backend, CancelToken, GenOptions, GenStats, Prompt
+from codeflow.quant.backend import Backend, CancelToken, GenOptions, GenStats, Prompt, close_stream
 
 S = TypeVar("S", bound=GenStats)
 # How long a waiter sleeps between checks of its own cancel token (set from another thread).
@@ -96,9 +96,7 @@ class Job(Generic[S]):
                 if stop_after(self.text, piece):
                     break
         finally:
-            close = getattr(pieces, "close", None)
-            if close is not None:
-                close()
+            close_stream(pieces)
             self.stats.total_s = time.perf_counter() - started
             self.stats.cancelled = self.cancel.cancelled
             self.stats.tokens_after_cancel = self.cancel.tokens_after_cancel
