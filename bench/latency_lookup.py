@@ -83,8 +83,8 @@ def measure(model_path: str | None = None, repeats: int = 2, *, lookup: int = DE
             n_threads: int = 1, flash_attn: bool = False, lookup_check: bool = False) -> dict[str, Any]:
     """Median decode tokens/s, plain and with prompt lookup, interleaved on the same rewrites.
 
-    `lookup_check=False` runs lookup even where it is not exact (LocalBackend's probe would turn
-    it off), to show what it would gain there; `same_output_runs` then counts the differences.
+    `lookup_check=False` (LocalBackend's default) runs lookup even where it is not exact;
+    `same_output_runs` then counts the answers that differ from plain decoding's.
     """
     from codeflow.quant.local import LocalBackend
     from codeflow.quant.models import default_chat_model_path
@@ -132,8 +132,10 @@ def _markdown(results: list[dict[str, Any]]) -> str:
     return (f"{SECTION}\n\n`python bench/latency_lookup.py`: {first['prompts']} rewrite prompts (functions from "
             f"this repository), {first['repeats']} interleaved plain/lookup runs each, decode only, greedy, "
             f"{first['n_threads']} thread, medians. Goal: ratio >= {GOAL_RATIO}.\n\n"
-            + "Without flash attention llama.cpp's batched logits differ from one-token logits, so LocalBackend "
-            "turns lookup off there (its probe); the row shows what it would gain.\n\n"
+            + "Without flash attention llama.cpp's batched logits differ from one-token logits by rounding: "
+            "LocalBackend runs lookup there too (approximate, as llama.cpp's own speculative decoding), unless "
+            "asked for exact output (`lookup_check`, the flash-attention row). A step drafts 1 token, then "
+            "twice as many while all are kept, up to the lookup limit (`DraftLength`).\n\n"
             + report.table(rows, ("model", "flash attn", "output", "lookup", "plain tok/s", "lookup tok/s", "ratio",
                                   "accepted drafts per token", "same output")))
 

@@ -62,7 +62,7 @@ class LocalBackend:
         kv_type: str = "f16",
         warm_slots: int = 4,
         flash_attn: bool = False,
-        lookup_check: bool = True,
+        lookup_check: bool = False,
     ) -> None:
         self._path = str(model_path)
         if not Path(self._path).is_file():
@@ -77,7 +77,12 @@ class LocalBackend:
         self.tokens_generated = 0
         self.restores = 0
         self.lookup_tally = LookupTally()
-        # Whether GenOptions.lookup may run: None until a request asks for it (see _lookup_allowed).
+        # Whether GenOptions.lookup may run. By default wherever the model can drop rejected drafts:
+        # on kernels whose batched logits differ from one-token ones by rounding, the answer is then
+        # the greedy answer to slightly different numbers, as with llama.cpp's own speculative
+        # decoding (1.53x SmolLM2's decode on a CPU, `codeflow bench latency`). `lookup_check` asks
+        # for plain decoding's exact output instead: None until a request asks for lookup, then
+        # probed once (see _lookup_allowed).
         self._lookup_ok: bool | None = None if lookup_check else can_roll_back(self._llm)
         self._tokens: tuple[list[bytes], object] | None = None
 

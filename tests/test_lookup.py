@@ -20,7 +20,7 @@ from codeflow.context.prompt import PromptFormat, render_chat
 from codeflow.quant import local
 from codeflow.quant.backend import Backend, CancelToken, GenOptions, Prompt
 from codeflow.quant.local import LocalBackend
-from codeflow.quant.lookup import Drafter
+from codeflow.quant.lookup import DraftLength, Drafter
 
 LOOKUP = 8
 SYSTEM = ("You are an expert python programmer. You rewrite the code the user shows, exactly as asked. "
@@ -61,6 +61,30 @@ def generate(backend: LocalBackend, text: str, opts: GenOptions, cancel: CancelT
 def both(backend: LocalBackend, text: str, opts: GenOptions) -> tuple[str, str]:
     plain = generate(backend, text, msgspec.structs.replace(opts, lookup=0))
     return plain, generate(backend, text, msgspec.structs.replace(opts, lookup=LOOKUP))
+
+
+def test_a_draft_grows_while_kept_and_shrinks_to_what_was_kept() -> None:
+    length = DraftLength(8)
+    assert length.now == 1
+    for want in (2, 4, 8, 8):
+        length.update(length.now, length.now)
+        assert length.now == want
+    length.update(8, 2)
+    assert length.now == 3
+    length.update(0, 0)  # no draft found: no evidence either way
+    assert length.now == 3
+    length.update(3, 0)
+    assert length.now == 1
+
+
+def test_lookup_runs_by_default_where_batched_logits_differ() -> None:
+    # Approximate lookup, as llama.cpp's speculative decoding: drafts are verified and kept.
+    backend = LocalBackend(_smollm2(), n_ctx=2048, n_threads=1)
+    try:
+        generate(backend, rewrite(backend), GenOptions(max_tokens=32, lookup=LOOKUP))
+        assert backend.lookup_tally.accepted > 0
+    finally:
+        backend.close()
 
 
 def test_drafter_finds_the_latest_earlier_ngram() -> None:
@@ -116,10 +140,10 @@ def test_a_lead_keeps_plain_decoding(chat: LocalBackend) -> None:
     assert out.startswith("def") and chat.lookup_tally.drafted == before
 
 
-def test_lookup_is_off_where_batched_logits_differ() -> None:
-    # Without flash attention SmolLM2's batched logits differ from one-token ones: the probe must
-    # refuse lookup, and the answer is plain decoding's.
-    backend = LocalBackend(_smollm2(), n_ctx=2048, n_threads=1)
+def test_exact_lookup_is_off_where_batched_logits_differ() -> None:
+    # Without flash attention SmolLM2's batched logits differ from one-token ones: asked for exact
+    # output, the probe must refuse lookup, and the answer is plain decoding's.
+    backend = LocalBackend(_smollm2(), n_ctx=2048, n_threads=1, lookup_check=True)
     try:
         text = rewrite(backend)
         plain, fast = both(backend, text, GenOptions(max_tokens=16))
@@ -129,7 +153,7 @@ def test_lookup_is_off_where_batched_logits_differ() -> None:
 
 
 def test_the_probe_keeps_the_live_document_state() -> None:
-    fresh = LocalBackend(_smollm2(), n_ctx=2048, n_threads=1, flash_attn=True)
+    fresh = LocalBackend(_smollm2(), n_ctx=2048, n_threads=1, flash_attn=True, lookup_check=True)
     try:
         text = rewrite(fresh)
         first = generate(fresh, text, GenOptions(max_tokens=8))
@@ -141,8 +165,7 @@ def test_the_probe_keeps_the_live_document_state() -> None:
 
 
 def test_cancel_stops_lookup_within_one_step(models_dir: Path) -> None:
-    # No probe: the tiny model's kernels need not be batch-invariant for cancellation to be tested.
-    backend = LocalBackend(models_dir / "endless.gguf", n_ctx=2048, lookup_check=False)
+    backend = LocalBackend(models_dir / "endless.gguf", n_ctx=2048)
     cancel = CancelToken()
     pieces = []
     try:
