@@ -2,7 +2,8 @@
 
 Real files from packages the bench fetches itself (PyPI sdists, npm tarballs, Debian's Go source
 packages; nothing is committed). At sampled cursor positions the rest of a line (as-you-type,
-one line) or a whole block (at a blank line) is blanked; the default model completes it once,
+one line) or a whole statement (at a blank line: its block and closing lines too) is blanked; the
+default model completes it once, from the full prompt (no latency budget),
 through the post-processing of an earlier commit (`--before`) and of this tree, side by side.
 "After" also constrains the model's first tokens to the word the user was typing; "before" lets
 it choose freely (one more generation where a word was half typed):
@@ -19,8 +20,9 @@ it choose freely (one more generation where a word was half typed):
 Generating takes half an hour or more on a loaded CPU; post-processing takes seconds. `--dump FILE`
 saves each case (file, position, original text, prefix and suffix) with the model's raw answers;
 `--replay FILE` scores post-processing again from such a file without the model (the chat figures
-are kept from the last full run), and `--previous REV` scores a commit's post-processing on the
-same answers beside this tree's.
+are kept from the last full run), `--reuse FILE` keeps such a file's answers for the cases whose
+input did not change, and `--previous REV` scores a commit's post-processing on the same answers
+beside this tree's.
 """
 
 from __future__ import annotations
@@ -40,11 +42,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import report
 from recall import fetch
 
 from codeflow.context.postprocess import (MAX_LOGICAL_LINES, decide_multiline, degenerate_phrase, logical_line,
-                                          postprocess, runaway_at)
+                                          open_quote, postprocess, runaway_at)
 from codeflow.context.syntaxcut import added_errors
 from codeflow.lsp_server.assistant.completion import CompletionRequest, CompletionService, continuation
 from codeflow.lsp_server.settings import Settings
@@ -108,7 +111,7 @@ def files_of(root: Path, language: str) -> list[Path]:
 
 def cases(files: list[Path], language: str, n: int, rng: random.Random) -> list[dict[str, Any]]:
     """`n` cursor positions: half mid-line (the rest of the line blanked), half at the start of a
-    block's line (the block blanked up to its dedent)."""
+    statement's line (the statement blanked whole, its block and closing lines too)."""
     out: list[dict[str, Any]] = []
     for _ in range(n * 20):
         if len(out) >= n or not files:
@@ -125,7 +128,8 @@ def cases(files: list[Path], language: str, n: int, rng: random.Random) -> list[
             prefix = "\n".join(lines[:i] + [line[:cut]])
             want, suffix = line[cut:], "\n" + "\n".join(lines[i + 1:])
         else:
-            end = _block_end(lines, i)
+            i = _statement_start(lines, i)
+            line, end = lines[i], _block_end(lines, i)
             indent = line[: len(line) - len(line.lstrip())]
             prefix = "\n".join(lines[:i] + [indent])
             want = "\n".join([line.lstrip()] + lines[i + 1:end])
@@ -134,11 +138,30 @@ def cases(files: list[Path], language: str, n: int, rng: random.Random) -> list[
     return out
 
 
+# A line that goes on with the statement above it at its depth: a closing bracket, `elif`, `else`,
+# `except`, `catch`, ... (blanking from it, or up to it, leaves half a statement in the file).
+_GOES_ON = re.compile(r"[)\]}]|(elif|else|except|finally|catch|case|default)\b")
+
+
+def _depth(line: str) -> int:
+    return len(line) - len(line.lstrip())
+
+
+def _statement_start(lines: list[str], i: int) -> int:
+    """The line that starts the statement line `i` belongs to at its depth (`try {` for
+    `} catch (e) {}`, `if` for `elif`, `def f(` for `) -> int:`)."""
+    while i > 0 and _GOES_ON.match(lines[i].lstrip()):
+        i = next((k for k in range(i - 1, -1, -1) if lines[k].strip() and _depth(lines[k]) <= _depth(lines[i])), 0)
+    return i
+
+
 def _block_end(lines: list[str], i: int) -> int:
-    """The first line after `i` indented no deeper than line `i` (the block's end)."""
-    depth = len(lines[i]) - len(lines[i].lstrip())
+    """The end of the statement starting at line `i`: its block and the lines that go on with it
+    (`)`, `}`, `else:`) included, however long, so that the file around the cursor is whole."""
+    depth = _depth(lines[i])
     j = i + 1
-    while j < len(lines) and j - i < 12 and (not lines[j].strip() or len(lines[j]) - len(lines[j].lstrip()) > depth):
+    while j < len(lines) and (not lines[j].strip() or _depth(lines[j]) > depth
+                              or _depth(lines[j]) == depth and _GOES_ON.match(lines[j].lstrip())):
         j += 1
     return j
 
@@ -196,7 +219,7 @@ def judge(case: dict[str, Any], shown: str, multiline: bool, cap: int) -> dict[s
     added = added_errors(lang, case["prefix"], case["suffix"], shown, case["want"])
     lines = shown.strip("\n").split("\n")
     before, tail = case["prefix"].rsplit("\n", 1)[-1], case["suffix"].split("\n", 1)[0]
-    first = logical_line(shown + "\n", before, tail)
+    first = logical_line(shown + "\n", before, tail, open_quote(case["prefix"], lang))
     # One logical line may be left open for the file's next lines to close (`f(` then its
     # arguments, as the original has them); more than one is a runaway.
     too_long = len(lines) > cap if multiline else (
@@ -212,17 +235,26 @@ def _repeats(lines: list[str]) -> bool:
     return any(a == b for a, b in zip(stripped, stripped[1:])) or runaway_at("\n".join(lines)) is not None
 
 
-def generate_raw(all_cases: list[dict[str, Any]], model: str, dump: Path | None) -> list[dict[str, Any]]:
+def generate_raw(all_cases: list[dict[str, Any]], model: str, dump: Path | None,
+                 reuse: list[dict[str, Any]] = ()) -> list[dict[str, Any]]:
     """Each case with the model's raw answers (`free`, `led`) and whether a block was asked; saved
-    to `dump` as it goes when given, so post-processing can be replayed without the model."""
+    to `dump` as it goes when given, so post-processing can be replayed without the model. A case
+    of `reuse` (an earlier dump, same model) with the same file, prefix and suffix keeps its
+    answers: the model would be given the same input."""
     from codeflow.quant.local import LocalBackend
     from codeflow.quant.models import resolve_model
 
+    known = {(r["path"], r["prefix"], r["suffix"]): r for r in reuse}
     backend = LocalBackend(resolve_model(model), n_ctx=4096)
-    svc = CompletionService(lambda: backend, Settings())
+    # No latency budget (issue 16): the model answers the full prompt, whatever this machine's
+    # prompt speed was during the run, so the answers depend on the cases alone.
+    svc = CompletionService(lambda: backend, msgspec.convert({"completion": {"latencyBudgetMs": 600000}}, Settings))
     rows: list[dict[str, Any]] = []
     for i, case in enumerate(all_cases):
-        free, led, multiline = complete_raw(svc, backend, case, invoked=False)
+        if (old := known.get((case["path"], case["prefix"], case["suffix"]))) is not None:
+            free, led, multiline = old["free"], old["led"], old["multiline"]
+        else:
+            free, led, multiline = complete_raw(svc, backend, case, invoked=False)
         rows.append({**case, "position": _position(case["prefix"]), "free": free, "led": led,
                      "multiline": multiline})
         if i % 25 == 0:
@@ -369,6 +401,8 @@ def main(argv: list[str]) -> int:
     p.add_argument("--dump", type=Path, help="save each case with the model's raw answers here (JSON)")
     p.add_argument("--replay", type=Path, help="score the raw answers of a --dump file, without the model; "
                                                 "the chat figures are kept from the last results")
+    p.add_argument("--reuse", type=Path, help="keep the raw answers of this --dump file (same model) for the cases "
+                   "whose file, prefix and suffix are unchanged; generate the rest")
     p.add_argument("--cases", type=Path, help="also write each case's shown text and verdicts here (JSON)")
     p.add_argument("--no-write", action="store_true", help="print the figures, leave results/ and README alone")
     p.add_argument("--previous", help="also score, on the same answers, the post-processing of this commit "
@@ -388,7 +422,7 @@ def measure(args: argparse.Namespace, keep: list[dict[str, Any]] | None) -> dict
     """Generate with the model (saving the answers to `--dump`), score both arms, explain."""
     rng, cache = random.Random(args.seed), Path(args.cache)
     py_files, all_cases = gather(args, rng, cache)
-    raw = generate_raw(all_cases, args.model, args.dump)
+    raw = generate_raw(all_cases, args.model, args.dump, load_dump(args.reuse) if args.reuse else [])
     result = {"sources": {"pypi": list(PYTHON), "npm": list(NPM), "deb": list(GO_DEBS)}, **_arms(args, raw, keep)}
     if args.chat:
         result["chat"] = run_chat(python_functions(py_files, args.chat, rng), args.chat_model)
@@ -440,7 +474,8 @@ def markdown(result: dict[str, Any]) -> str:
     for key in sorted(k for k in comp if k.endswith(".after")):
         group = key.removesuffix(".after")
         b, a = comp[f"{group}.before"], comp[key]
-        rows.append((group, a["cases"], f"{b['syntax_valid']:.3f} → **{a['syntax_valid']:.3f}**",
+        rows.append((group, a["cases"], f"{b['shown']} → {a['shown']}",
+                     f"{b['syntax_valid']:.3f} → **{a['syntax_valid']:.3f}**",
                      f"{b['runaway']:.3f} → **{a['runaway']:.3f}**",
                      f"{b['exact_match']:.3f} → {a['exact_match']:.3f}",
                      f"{b['edit_similarity']:.3f} → {a['edit_similarity']:.3f}",
@@ -449,18 +484,22 @@ def markdown(result: dict[str, Any]) -> str:
             f"as at {result['before']} with the model free (before) and by this tree, the half-typed word "
             "constraining the model's first tokens (after). Syntax valid: the file with the shown text has no "
             "tree-sitter error node that it lacks with the original text (nodes compared, not counted); a "
-            "one-line answer may span lines when it is one logical line. Post-processing time: the median of "
+            "one-line answer may span lines when it is one logical line. Syntax valid is a share of the shown "
+            "completions; exact match and edit similarity are over all cases (nothing shown scores 0). Cases "
+            "blank the rest of a line, or a whole statement at a blank line (its block and the lines that go "
+            "on with it: a closing bracket, `else`, `catch`); the model answers the full prompt (no latency "
+            "budget). Post-processing time: the median of "
             f"{REPEAT} runs per case, then the p95 over cases (a single run on a loaded 2-core machine measures "
             "preemption as often as work).\n\n"
-            + report.table(rows, ("cases", "n", "syntax valid", "runaway", "exact match", "edit similarity",
+            + report.table(rows, ("cases", "n", "shown", "syntax valid", "runaway", "exact match", "edit similarity",
                                   "post-processing p95 ms")))
     if result.get("answers"):
         text += (f"\n\nThe model's answers were generated once (`--dump`) and scored again without the model "
                  f"(`--replay`): {result['answers']}.")
     previous = result.get("previous")
     if previous:
-        text += (f"\n\nThe same answers post-processed as at {previous['rev']} and by this tree "
-                 "(the syntax cut against the buffer, issue 14's follow-up):\n\n" + _previous_table(previous))
+        text += (f"\n\nThe same answers post-processed as at {previous['rev']} (the previous round of this "
+                 "work) and by this tree:\n\n" + _previous_table(previous))
     chat = result.get("chat")
     if chat:
         text += (f"\n\nExplanations of {chat['functions']} functions flagged degenerate: "

@@ -4,10 +4,11 @@ repetition, and without repeating what already follows the cursor.
 
 from __future__ import annotations
 
+import functools
 import re
 
 from codeflow.context.scope import opens_block
-from codeflow.context.syntaxcut import syntax_cut
+from codeflow.context.syntaxcut import syntax_cut, unfinished
 
 OPENERS = {"(": ")", "[": "]", "{": "}"}
 CLOSERS = {v: k for k, v in OPENERS.items()}
@@ -33,9 +34,16 @@ def postprocess(raw: str, prefix: str, suffix: str, *, multiline: bool, language
     """The text to show for `raw`, or "" when nothing useful is left; a block keeps at most
     `max_lines` lines when that is set (as-you-type requests: no ghost text fills the screen)."""
     text = _strip_fences(_CONTROL.sub("", raw))
+    looped = loops(text, prefix.rsplit("\n", 1)[-1])
     if not multiline:
         line_before, tail = prefix.rsplit("\n", 1)[-1], suffix.split("\n", 1)[0]
-        text = logical_line(text, line_before, tail) or text.split("\n", 1)[0]
+        text = logical_line(text, line_before, tail, open_quote(prefix, language)) or text.split("\n", 1)[0]
+        first = text.split("\n", 1)[0]
+        if first != text and _continued_below(line_before, suffix) and not unfinished(first, prefix, suffix,
+                                                                                         language):
+            # The file already goes on with this line's block or arguments below the cursor, and
+            # the line alone fits it (`if err != nil {` over the body that is there).
+            text = first
     else:
         text = _keep_scope(text, prefix)
         if max_lines > 0:
@@ -43,23 +51,65 @@ def postprocess(raw: str, prefix: str, suffix: str, *, multiline: bool, language
     text = _cut_repetition(text, prefix)
     text = _trim_suffix_overlap(text, prefix, suffix, multiline)
     text = syntax_cut(text.rstrip(), prefix, suffix, language) if language else text.rstrip()
+    if looped and text.strip() and unfinished(text, prefix, suffix, language):
+        # The model degenerated before it finished what the cursor is in: what it had written by
+        # then (`from .bl` + `ueprints`, the import list never closed) is not worth showing.
+        return ""
     return text if text.strip() else ""
+
+
+def _continued_below(line_before: str, suffix: str) -> bool:
+    """Whether the suffix's next non-blank line, after the cursor's, is indented deeper than the
+    cursor's line: a body or arguments that go on with it are already there."""
+    below = next((ln for ln in suffix.split("\n")[1:] if ln.strip()), "")
+    return bool(below) and _indent(below) > _indent(line_before)
+
+
+def loops(text: str, line_before: str = "") -> bool:
+    """Whether an answer repeats itself: lines by shape (`runaway_at`), a chunk within a line
+    (`_cut_loop`), or a chunk that differs only in its strings and numbers (`typeof x !== 'a' ||
+    typeof x !== 'b' || ...`; its first line read after `line_before`, the cursor line's start,
+    so that its quotes pair as in the buffer)."""
+    lines = text.split("\n")
+    return runaway_at(text) is not None or any(
+        _cut_loop(line) != line or _LOOSE_LOOP.search(_shape(head + line, names=False))
+        for head, line in zip([line_before] + [""] * len(lines), lines))
 
 
 MAX_LOGICAL_LINES = 8
 
 
-def logical_line(text: str, line_before: str, tail: str) -> str | None:
+def logical_line(text: str, line_before: str, tail: str, quote: str = "", *, final: bool = True) -> str | None:
     """The first logical line of `text`: its physical lines up to the one where every bracket
     opened on the cursor's line is closed again (the rest of the line, `tail`, counted), or None
-    while it is not complete. A call spread over lines is one line to the user (issue 14)."""
+    while it is not complete. A call spread over lines is one line to the user (issue 14). Inside
+    a string opened by `quote` (see `open_quote`) that the line does not close, a next line of
+    only the closing quote belongs to it: a docstring's sentence ends, then the docstring. A text
+    still streaming (not `final`) waits for that next line."""
     depth = _balance(line_before) + (_balance(tail) if tail.strip() else 0)
+    closes = bool(quote) and quote not in tail
     lines = text.split("\n")
     for i, line in enumerate(lines[:-1][:MAX_LOGICAL_LINES]):
         depth += _balance(line)
-        if depth <= 0:
-            return "\n".join(lines[: i + 1])
+        if depth > 0:
+            continue
+        if closes and quote not in line:
+            if i + 2 >= len(lines) and not final:
+                return None  # the next line, which may close the string, is not complete yet
+            if i + 2 < len(lines) and lines[i + 1].strip().rstrip(")]},;") == quote:
+                return "\n".join(lines[: i + 2])
+        return "\n".join(lines[: i + 1])
     return None
+
+
+@functools.lru_cache(maxsize=16)
+def open_quote(prefix: str, language: str) -> str:
+    """The triple quote of a Python string that the cursor is inside, or "": an odd count of
+    either before it (the approximation `syntaxcut` makes too). Cached: a completion asks once
+    per token, and a string's hash is kept with it."""
+    if language != "python":
+        return ""
+    return next((q for q in ('"""', "'''") if prefix.count(q) % 2), "")
 
 
 def runaway_at(text: str) -> int | None:
@@ -160,6 +210,8 @@ def _cut_repetition(text: str, prefix: str) -> str:
 
 
 _LOOP = re.compile(r"(\S)\1{15,}|(.{2,40}?)\2{3,}")
+# A chunk of a line's shape repeated four times or more (shapes turn every string into "").
+_LOOSE_LOOP = re.compile(r"(\S.{7,59}?)\1{3,}")
 
 
 def _cut_loop(line: str) -> str:
@@ -177,7 +229,9 @@ def _trim_suffix_overlap(text: str, prefix: str, suffix: str, multiline: bool) -
     if tail.strip() and text.endswith(tail.strip()):
         text = text[: len(text) - len(tail.strip())]
     text = _trim_extra_closers(text, prefix.rsplit("\n", 1)[-1], tail)
-    if multiline:
+    if multiline or "\n" in text:
+        # A one-line answer spans lines too: `if err != nil {` with its body, which the file
+        # below the cursor may already hold.
         text = _trim_suffix_lines(text, suffix)
     return text
 

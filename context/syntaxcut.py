@@ -69,6 +69,14 @@ def syntax_cut(text: str, prefix: str, suffix: str, language: str) -> str:
     return best.rstrip() if best.strip() else ""
 
 
+def unfinished(text: str, prefix: str, suffix: str, language: str) -> bool:
+    """Whether `text` at the cursor leaves a parse error on the cursor's line, its own lines or
+    the line after them: the line or statement it continues is still broken. False without a
+    grammar."""
+    name = grammar_name(language)
+    return name is not None and Window(name, prefix, suffix).unfinished(text)
+
+
 class Window:
     """The lines around the cursor, parsed once; candidates are judged by incremental reparses."""
 
@@ -89,6 +97,25 @@ class Window:
         (the buffer's own, such as a half-typed line that `candidate` did not finish)."""
         if self.python and self._opens_empty_block(candidate):
             return None
+        start, size, found = self._parse_with(candidate)
+        errors = [_unshift(e, start, size) for e in found]
+        if any(not _within(e, self.baseline) for e in errors):
+            return None
+        return len(errors)
+
+    def unfinished(self, candidate: str) -> bool:
+        """Whether the buffer with `candidate` at the cursor has an error from the cursor's line to
+        the line after the candidate's end (a half-typed line it did not finish: `from .bl` +
+        `ueprints`; error recovery often places the error on the next line)."""
+        start, size, found = self._parse_with(candidate)
+        first = self.head.rfind(b"\n") + 1
+        lines = self.tail.split(b"\n", 2)
+        last = start + size + len(b"\n".join(lines[:2]))
+        return any(e[1] <= last and e[2] >= first for e in found)
+
+    def _parse_with(self, candidate: str) -> tuple[int, int, list[Error]]:
+        """(where `candidate` starts, its size, the errors) of the window with it at the cursor,
+        parsed as an edit of the window's tree."""
         data = candidate.encode("utf-8", "surrogatepass")
         start, size = len(self.head), len(data)
         rows = data.count(b"\n")
@@ -97,10 +124,7 @@ class Window:
         old.edit(start_byte=start, old_end_byte=start, new_end_byte=start + size,
                  start_point=self.at, old_end_point=self.at, new_end_point=end)
         tree = self.parser.parse(self.head + data + self.tail, old)
-        errors = [_unshift(e, start, size) for e in _errors(tree.root_node)]
-        if any(not _within(e, self.baseline) for e in errors):
-            return None
-        return len(errors)
+        return start, size, _errors(tree.root_node)
 
     def cuts(self, text: str) -> list[int]:
         """Where `text` may be cut, longest first, within the parse budget: a block at its lines'

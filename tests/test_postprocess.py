@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from codeflow.context.postprocess import decide_multiline, postprocess
+from codeflow.context.postprocess import decide_multiline, logical_line, loops, postprocess
 
 CASES = json.loads((Path(__file__).parent / "data" / "postprocess_golden.json").read_text())
 
@@ -186,3 +186,83 @@ def test_a_brace_the_completion_opens_may_close_far_below() -> None:
     suffix = "\n" + cases + "  }\n  return x;\n}\n"
     shown = postprocess("itch (x) {\n", "function run(x) {\n  sw", suffix, multiline=False, language="javascript")
     assert shown == "itch (x) {"
+
+
+# Issue 14's last invalid cases in `codeflow bench quality`.
+ECHO_PREFIX = ('def ensure_echo_on() -> None:\n'
+               '    """Ensure that echo mode is enabled. Some tools such as PDB disable\n    ')
+ECHO_SUFFIX = '\n    # tcgetattr will fail\n    if sys.stdin is None:\n        return\n\n\ndef g():\n    """Doc."""\n'
+
+
+def test_a_docstring_line_takes_the_closing_quotes_below_it() -> None:
+    # Cut to its first line, the sentence leaves the docstring open to the next one's quotes.
+    raw = 'echo mode.\n    """\n    with open("echo_on.txt") as f:\n'
+    shown = postprocess(raw, ECHO_PREFIX, ECHO_SUFFIX, multiline=False, language="python")
+    assert shown == 'echo mode.\n    """'
+    assert logical_line("echo mode.\n", "    ", "", '"""', final=False) is None  # waits for the next line
+    assert logical_line("echo mode.\n    pass\n", "    ", "", '"""', final=False) == "echo mode."
+    assert logical_line("echo mode.\n    pass\n", "    ", "", "") == "echo mode."
+
+
+def test_prose_inside_a_docstring_stays_one_line() -> None:
+    raw = "echo mode.\n    It is turned back on after a reload.\n    \"\"\"\n"
+    suffix = '\n    after a reload.\n    """\n    if sys.stdin is None:\n        return\n'
+    assert postprocess(raw, ECHO_PREFIX, suffix, multiline=False, language="python") == "echo mode."
+
+
+@pytest.mark.parametrize(
+    ("lang", "prefix", "raw", "suffix"),
+    [
+        # The import list loops and never closes: `ueprints` alone leaves the import broken.
+        ("python", "from jinja2.loaders import BaseLoader\n\nfrom .bl",
+         "ueprints import (\n    BaseLoader,\n    BaseLoaderFactory,\n    BaseLoaderFactoryFactoryFactoryFactory,\n",
+         "\nfrom .globals import request_ctx\n"),
+        ("python", "        for key, value in self.err", "_bp_child_bp_child_bp_bp_bp_bp_bp_bp_bp",
+         "\n            key = name\n"),
+        # Repeats that differ only in their strings: the quotes pair with the cursor line's.
+        ("typescript", "export const isArrayLike = (<T>(x: any): x is ArrayLike<T> => x && typeof x !== '",
+         "undefined' || typeof x !== 'string' || typeof x !== 'boolean' || typeof x !== 'number' || typeof x !== "
+         "'boolean' || typeof x !== 'string' || typeof x !==", "\n"),
+        ("typescript", "export { AjaxError, AjaxTimeoutErr",
+         "or, AjaxTimeoutError, AjaxError, AjaxTimeoutError, AjaxError, AjaxTimeoutError, AjaxError, AjaxError, "
+         "AjaxError, AjaxError", "\nexport { AjaxResponse } from './AjaxResponse';\n"),
+    ],
+)
+def test_an_answer_that_loops_before_it_finishes_its_line_is_not_shown(lang: str, prefix: str, raw: str,
+                                                                        suffix: str) -> None:
+    assert loops(raw, prefix.rsplit("\n", 1)[-1])
+    assert postprocess(raw, prefix, suffix, multiline=False, language=lang) == ""
+
+
+def test_an_answer_that_loops_after_it_finished_its_line_is_shown() -> None:
+    raw = "compute(a, b)\n    x = x\n    x = x\n    x = x\n    x = x\n"
+    prefix = "def f(a, b):\n    total = "
+    assert loops(raw)
+    assert postprocess(raw, prefix, "\n    return total\n", multiline=False, language="python") == "compute(a, b)"
+    # Not a loop: the same shape a few times, strings differing.
+    assert not loops("'a' || x === 'b' || x === 'c'", "if (x === ")
+
+
+GO_PARSE = "func parse(s string) (float64, error) {\n\tv, err := strconv.ParseFloat(s, 64)\n\tif err != ni"
+GO_BODY = "\n\t\treturn 0, err\n\t}\n\treturn v, nil\n}\n"
+
+
+@pytest.mark.parametrize(
+    ("lang", "prefix", "raw", "suffix", "want"),
+    [
+        # The body below the cursor is already there: only the head's line, not another body.
+        ("go", GO_PARSE, "l {\n\t\treturn nil, err\n\t}\n", GO_BODY, "l {"),
+        ("go", GO_PARSE, "l {\n\t\treturn 0, err\n\t}\n", GO_BODY, "l {"),  # the same body: not twice
+        # Its arguments are below: the opening line alone.
+        ("python", "def f():\n    cache = make_cache_property(", '\n        "cache_control",\n    )\n',
+         '\n        "max_age",\n        None,\n    )\n    return cache\n', ""),
+        ("python", "def f():\n    cache = make_cache_propert", 'y(\n        "cache_control",\n    )\n',
+         '\n        "max_age",\n        None,\n    )\n    return cache\n', "y("),
+        # A half-typed signature whose body is below: the line alone would leave `(` open.
+        ("python", "import typing as t\n\n\ndef render_stri", "ng(\n    source: str,\n) -> str:\n",
+         '\n    """Render a string."""\n    return source\n', "ng(\n    source: str,\n) -> str:"),
+    ],
+)
+def test_a_one_line_answer_does_not_repeat_what_goes_on_below(lang: str, prefix: str, raw: str, suffix: str,
+                                                               want: str) -> None:
+    assert postprocess(raw, prefix, suffix, multiline=False, language=lang) == want

@@ -214,3 +214,45 @@ def test_the_bench_replays_a_dump_without_the_model(monkeypatch, tmp_path: Path)
     dump.write_text('{"version": 0, "cases": []}')
     with pytest.raises(SystemExit, match="dump version 0"):
         quality.load_dump(dump)
+
+
+REGISTRY = '''def get_class(classname, all=False):
+    classes = _registry[classname]
+    if len(classes) > 1:
+        if all:
+            return classes
+        raise RegistryError(
+            f"Multiple classes with name {classname!r} "
+            "were found."
+        )
+    else:
+        return classes[0]
+'''
+DEFINE = '''var defineProperty = (function() {
+  try {
+    var func = getNative(Object, 'defineProperty');
+    return func;
+  } catch (e) {}
+}());
+'''
+
+
+@pytest.mark.parametrize(
+    ("source", "line", "want_first", "want_last", "suffix_first"),
+    [
+        # The closing `)` of a call is the statement's, not the next one's: blanked with it.
+        (REGISTRY, 5, "raise RegistryError(", "        )", "    else:"),
+        # `if` with its `else` is one statement; blanked from its `else`, it starts at the `if`.
+        (REGISTRY, 9, "if len(classes) > 1:", "        return classes[0]", ""),
+        # `} catch (e) {}` goes on with `try {`; `}());` closes the function the block is in.
+        (DEFINE, 4, "try {", "  } catch (e) {}", "}());"),
+    ],
+)
+def test_the_bench_blanks_whole_statements(monkeypatch, source: str, line: int, want_first: str,  # noqa: ANN001
+                                           want_last: str, suffix_first: str) -> None:
+    quality = _bench_quality(monkeypatch)
+    lines = source.split("\n")
+    start = quality._statement_start(lines, line)
+    end = quality._block_end(lines, start)
+    assert lines[start].strip() == want_first and [ln for ln in lines[:end] if ln][-1] == want_last
+    assert (lines[end:] or [""])[0] == suffix_first

@@ -19,7 +19,8 @@ from typing import Protocol
 import msgspec
 
 from codeflow.context.pack import estimate_tokens
-from codeflow.context.postprocess import MAX_LOGICAL_LINES, decide_multiline, logical_line, postprocess, runaway_at
+from codeflow.context.postprocess import (MAX_LOGICAL_LINES, decide_multiline, logical_line, open_quote, postprocess,
+                                          runaway_at)
 from codeflow.context.prompt import BuiltPrompt, PromptFormat, build_prompt
 from codeflow.lsp_server.assistant import budget as latency
 from codeflow.lsp_server.assistant.jobs import Cancelled, Job
@@ -268,16 +269,18 @@ class CompletionService:
             job.cancel.cancel()
 
     @staticmethod
-    def _line_parts(raw: str, req: CompletionRequest) -> tuple[str, str, str]:
-        """(raw, the cursor line before the cursor, the rest of that line) for `logical_line`."""
-        return raw, req.prefix.rsplit("\n", 1)[-1], req.suffix.split("\n", 1)[0]
+    def _line_parts(raw: str, req: CompletionRequest) -> tuple[str, str, str, str]:
+        """(raw, the cursor line before the cursor, the rest of that line, the string open at the
+        cursor) for `logical_line`."""
+        line_before, tail = req.prefix.rsplit("\n", 1)[-1], req.suffix.split("\n", 1)[0]
+        return raw, line_before, tail, open_quote(req.prefix, req.language)
 
     def _background_done(self, job: _Job) -> bool:
         """Whether a one-line job holds its logical line and BACKGROUND_LINES more lines."""
         raw = job.text
         if raw.count("\n") > MAX_LOGICAL_LINES + BACKGROUND_LINES:
             return True
-        first = logical_line(*self._line_parts(raw, job.req))
+        first = logical_line(*self._line_parts(raw, job.req), final=False)
         return first is not None and raw[len(first) + 1:].count("\n") >= BACKGROUND_LINES
 
     def _max_lines(self, req: CompletionRequest) -> int:
@@ -291,7 +294,8 @@ class CompletionService:
         if job.stats.tokens >= (cfg.max_tokens_invoked if multiline else cfg.max_tokens):
             return True
         if not multiline:
-            return raw.count("\n") >= MAX_LOGICAL_LINES or logical_line(*self._line_parts(raw, req)) is not None
+            return (raw.count("\n") >= MAX_LOGICAL_LINES
+                    or logical_line(*self._line_parts(raw, req), final=False) is not None)
         if "\n" not in raw.lstrip("\n"):
             return False
         if 0 < self._max_lines(req) < raw.lstrip("\n").count("\n"):
