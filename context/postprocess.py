@@ -11,6 +11,9 @@ from codeflow.context.scope import opens_block
 from codeflow.context.syntaxcut import syntax_cut, unfinished
 
 OPENERS = {"(": ")", "[": "]", "{": "}"}
+# Lines of the suffix that its checks read: a completion is compared with what follows it, not
+# with the whole rest of the file (split once per streamed line).
+NEAR_LINES = 64
 CLOSERS = {v: k for k, v in OPENERS.items()}
 _FENCE = re.compile(r"^\s*```[\w+-]*\s*$")
 # Terminal controls and undecodable bytes never belong in source text (tabs and newlines do).
@@ -61,7 +64,7 @@ def postprocess(raw: str, prefix: str, suffix: str, *, multiline: bool, language
 def _continued_below(line_before: str, suffix: str) -> bool:
     """Whether the suffix's next non-blank line, after the cursor's, is indented deeper than the
     cursor's line: a body or arguments that go on with it are already there."""
-    below = next((ln for ln in suffix.split("\n")[1:] if ln.strip()), "")
+    below = next((ln for ln in suffix.split("\n", NEAR_LINES)[1:NEAR_LINES] if ln.strip()), "")
     return bool(below) and _indent(below) > _indent(line_before)
 
 
@@ -263,7 +266,7 @@ def _trim_extra_closers(text: str, line_before: str, tail: str) -> str:
 
 def _trim_suffix_lines(text: str, suffix: str) -> str:
     """Drop trailing completion lines that the suffix starts with (e.g. a closing brace)."""
-    after = [ln.strip() for ln in suffix.split("\n")[1:] if ln.strip()]
+    after = [ln.strip() for ln in suffix.split("\n", NEAR_LINES)[1:NEAR_LINES] if ln.strip()]
     lines = text.rstrip().split("\n")
     for n in range(min(len(lines) - 1, len(after)), 0, -1):
         if [ln.strip() for ln in lines[-n:]] == after[:n]:
