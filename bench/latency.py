@@ -137,8 +137,8 @@ def _median(values: list[float]) -> float | None:
 
 
 def _summary(per_file: list[dict[str, dict[str, Any]]]) -> dict[str, Any]:
-    def ratio(kind: str, base: str) -> float | None:
-        return _median([f[kind]["first_line_s"] / f[base]["first_line_s"] for f in per_file])
+    def ratio(kind: str, base: str, measure: str = "first_line_s") -> float | None:
+        return _median([_time(f[kind], measure) / _time(f[base], measure) for f in per_file])
 
     reused = [f[k]["reused_tokens"] / f[k]["prompt_tokens"] for f in per_file
               for k in ("typed", "accepted", "jump") if "reused_tokens" in f[k]]
@@ -146,6 +146,10 @@ def _summary(per_file: list[dict[str, dict[str, Any]]]) -> dict[str, Any]:
         "jump_over_cold": ratio("jump", "cold_jump"),
         "accepted_over_cold": ratio("accepted", "cold"),
         "typed_over_cold": ratio("typed", "cold"),
+        # The issue's measure: the first token's time (what a streaming client could show first).
+        "jump_ttft_over_cold": ratio("jump", "cold_jump", "ttft_s"),
+        "accepted_ttft_over_cold": ratio("accepted", "cold", "ttft_s"),
+        "typed_ttft_over_cold": ratio("typed", "cold", "ttft_s"),
         "cold_first_line_s": _median([f["cold"]["first_line_s"] for f in per_file]),
         "jump_reused_tokens": _median([f["jump"].get("reused_tokens", 0) for f in per_file]),
         "jump_prompt_tokens": _median([f["jump"].get("prompt_tokens", 0) for f in per_file]),
@@ -153,6 +157,11 @@ def _summary(per_file: list[dict[str, dict[str, Any]]]) -> dict[str, Any]:
         "exact_match": _mean([float(f[k]["exact"]) for f in per_file for k in ("cold", "jump", "cold_jump")]),
         "edit_similarity": _mean([f[k]["similarity"] for f in per_file for k in ("cold", "jump", "cold_jump")]),
     }
+
+
+def _time(got: dict[str, Any], measure: str) -> float:
+    """A request's `measure`; an answer from the cache has no first token: its first line's time."""
+    return got.get(measure, got["first_line_s"])
 
 
 def _mean(values: list[float]) -> float | None:
@@ -238,7 +247,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def _markdown(data: dict[str, Any]) -> str:
     new, old = data["layouts"]["stable"]["summary"], data["layouts"]["before"]["summary"]
-    goals = {"jump_over_cold": "≤ 0.35", "accepted_over_cold": "≤ 0.1", "typed_over_cold": "≤ 0.05",
+    goals = {"jump_ttft_over_cold": "≤ 0.35", "accepted_ttft_over_cold": "≤ 0.1", "typed_ttft_over_cold": "≤ 0.05",
+             "jump_over_cold": "(first line)", "accepted_over_cold": "(first line)", "typed_over_cold": "(first line)",
              "exact_match": "not lower", "edit_similarity": "not lower"}
     rows = [(k, goals.get(k, ""), new[k], old[k]) for k in new]
     b = data["budget"]
@@ -246,7 +256,9 @@ def _markdown(data: dict[str, Any]) -> str:
     names = ", ".join(data["files"])
     return (f"## Latency (issue 16)\n\n`codeflow bench latency`: {len(data['files'])} files of `{data['root']}` "
             f"({names}) through CompletionService with the default model in process; medians over the files. "
-            "Ratios are first-line times (what `complete()` took) over a cold request at the same place; "
+            "Ratios over a cold request at the same place: `*_ttft_*` of the first token's time (the issue's "
+            "TTFT), the others of the first line's (what `complete()` took, stricter: it adds the line's "
+            "decode); "
             "reused tokens are the common token prefix with the document's previous prompt, which "
             "LocalBackend's per-document KV state keeps. The budget pass runs automatic requests with "
             f"`completion.latencyBudgetMs` 0 (auto: {b['budget_s']} s here), {b['requests']} requests, "
