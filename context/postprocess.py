@@ -14,6 +14,9 @@ OPENERS = {"(": ")", "[": "]", "{": "}"}
 # Lines of the suffix that its checks read: a completion is compared with what follows it, not
 # with the whole rest of the file (split once per streamed line).
 NEAR_LINES = 64
+# The start of an answer that `loops` reads (about 3 µs a character): an answer's own caps keep it
+# shorter; a longer one has long shown whatever it was going to.
+LOOP_CHARS = 2000
 CLOSERS = {v: k for k, v in OPENERS.items()}
 _FENCE = re.compile(r"^\s*```[\w+-]*\s*$")
 # Terminal controls and undecodable bytes never belong in source text (tabs and newlines do).
@@ -37,7 +40,7 @@ def postprocess(raw: str, prefix: str, suffix: str, *, multiline: bool, language
     """The text to show for `raw`, or "" when nothing useful is left; a block keeps at most
     `max_lines` lines when that is set (as-you-type requests: no ghost text fills the screen)."""
     text = _strip_fences(_CONTROL.sub("", raw))
-    looped = loops(text, prefix.rsplit("\n", 1)[-1])
+    looped = loops(text[:LOOP_CHARS], prefix.rsplit("\n", 1)[-1])
     if not multiline:
         line_before, tail = prefix.rsplit("\n", 1)[-1], suffix.split("\n", 1)[0]
         text = logical_line(text, line_before, tail, open_quote(prefix, language)) or text.split("\n", 1)[0]
