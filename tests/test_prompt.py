@@ -58,6 +58,15 @@ def test_window_start_is_stable_while_typing() -> None:
     assert first_line % WINDOW_STEP == 0
 
 
+def test_a_small_window_keeps_the_lines_above_the_cursor() -> None:
+    # A prompt cut to the latency budget has a window of a few lines; rounding its start forward
+    # by a 32-line step left only the cursor's line (`    user =`, nothing of `def login():`).
+    prefix = "".join(f"line_{i} = {i}\n" for i in range(27)) + "def login():\n    data = request.get_json()\n    user = "
+    clipped, _ = window(prefix, "", prefix_tokens=42, suffix_tokens=8)
+    assert clipped.startswith(("def login():", "line_")) and "data = request.get_json()" in clipped
+    assert len(clipped) <= 42 * CHARS_PER_TOKEN
+
+
 def test_window_cuts_suffix_at_a_line_boundary() -> None:
     suffix = "".join(f"row{i}\n" for i in range(1000))
     _, clipped = window("x", suffix, prefix_tokens=100, suffix_tokens=10)

@@ -30,15 +30,20 @@ def prompt_format(info: ModelInfo) -> PromptFormat:
 
 def window_start(prefix: str, prefix_tokens: int) -> int:
     """The first line of the prefix window: as far back as fits the budget, rounded forward to
-    a multiple of WINDOW_STEP so that it stays put while the user types."""
+    a multiple of WINDOW_STEP so that it stays put while the user types; a window of fewer than
+    2 * WINDOW_STEP lines rounds to a step of at most half its lines (a prompt cut to the latency
+    budget reaches back a few lines, which a 32-line step would all drop)."""
     limit = int(prefix_tokens * CHARS_PER_TOKEN)
     lines = prefix.split("\n")
     start, size = len(lines) - 1, len(lines[-1])
     while start > 0 and size + len(lines[start - 1]) + 1 <= limit:
         start -= 1
         size += len(lines[start]) + 1
+    step = WINDOW_STEP
+    while step > 1 and 2 * step > len(lines) - 1 - start:
+        step //= 2
     if start > 0:
-        start = min(len(lines) - 1, -(-start // WINDOW_STEP) * WINDOW_STEP)
+        start = min(len(lines) - 1, -(-start // step) * step)
     return start
 
 
