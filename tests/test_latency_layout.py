@@ -247,8 +247,8 @@ def test_budget_ms_auto_by_device() -> None:
 
 
 @pytest.mark.parametrize(("ms", "tps", "want"), [
-    (1500, 1000.0, 1280),  # 1500 - 12 * 10 = 1380 -> 1280
-    (300, 2000.0, 384),    # 600 - 120 = 480 -> 384
+    (1500, 1000.0, 1216),  # 1500 - 24 * 10 = 1260 -> 1216
+    (300, 2000.0, 320),    # 600 - 240 = 360 -> 320
     (100, 50.0, latency.ALLOWANCE_STEP),  # never below one step
 ])
 def test_allowance(ms: int, tps: float, want: int) -> None:
