@@ -80,9 +80,9 @@ class LocalBackend:
         # Whether GenOptions.lookup may run. By default wherever the model can drop rejected drafts:
         # on kernels whose batched logits differ from one-token ones by rounding, the answer is then
         # the greedy answer to slightly different numbers, as with llama.cpp's own speculative
-        # decoding (1.53x SmolLM2's decode on a CPU, `codeflow bench latency`). `lookup_check` asks
-        # for plain decoding's exact output instead: None until a request asks for lookup, then
-        # probed once (see _lookup_allowed).
+        # decoding (SmolLM2 rewrites: 1.36x plain decode on 2 quiet cores, bench/latency_lookup.py).
+        # `lookup_check` asks for plain decoding's exact output instead: None until a request asks
+        # for lookup, then probed once (see _lookup_allowed).
         self._lookup_ok: bool | None = None if lookup_check else can_roll_back(self._llm)
         self._tokens: tuple[list[bytes], object] | None = None
 
