@@ -38,7 +38,7 @@ MIN_P = 0.05
 # What `batch_invariant` evaluates: ordinary code, over 8 tokens in any tokenizer.
 PROBE_TEXT = "def area(width: float, height: float) -> float:\n    return width * height\n\n\nprint(area(3, 4))\n"
 # Drafts per step at most, whatever GenOptions.lookup asks: a verify batch must fit n_batch (512),
-# and on a CPU each drafted token costs about a third of a decode step (SmolLM2, 1 thread).
+# and on a CPU each drafted token costs a third to a half of a decode step (SmolLM2, 1 thread).
 MAX_DRAFT = 32
 
 
@@ -87,8 +87,8 @@ class Drafter:
 
 
 class DraftLength:
-    """How many tokens to draft next: on a CPU each drafted token costs about a third of a decode
-    step whether it is kept or not, so a draft starts at one token, doubles while every guess is
+    """How many tokens to draft next: on a CPU each drafted token costs a third to a half of a
+    decode step whether it is kept or not, so a draft starts at one token, doubles while every guess is
     kept, and falls back to one more than were kept when one is not (`bench/latency_lookup.py`,
     SmolLM2 rewrites on 2 cores, fixed 8 against this: 1.18x against 1.36x plain decoding on a
     quiet machine, 1.35x against 1.53x on a loaded one)."""
