@@ -91,7 +91,9 @@ class DraftLength:
     decode step whether it is kept or not, so a draft starts at one token, doubles while every guess is
     kept, and falls back to one more than were kept when one is not (`bench/latency_lookup.py`,
     SmolLM2 rewrites on 2 cores, fixed 8 against this: 1.18x against 1.36x plain decoding on a
-    quiet machine, 1.35x against 1.53x on a loaded one)."""
+    quiet machine, 1.35x against 1.53x on a loaded one). Replayed over the bench's answers at draft
+    costs of 0.18-0.5 of a step, other rules (start at 2 or 4, halve or restart on a miss, limits of
+    4-32, a learned acceptance rate per run length) came within 2% of this one or fell behind it."""
 
     def __init__(self, most: int) -> None:
         self.most = max(1, most)
@@ -109,6 +111,35 @@ def can_roll_back(llm: Any) -> bool:
     return not (lib.llama_model_is_recurrent(llm.model) or lib.llama_model_is_hybrid(llm.model))
 
 
+class _Probe:
+    """A batch on the decode threads over an emptied KV cache, for a probe of this model; the cache
+    is emptied again afterwards (the caller restores the live document's state)."""
+
+    def __init__(self, llm: Any, size: int, name: str) -> None:
+        self.llm, self.name, self.lib = llm, name, _lib()
+        self.batch = self.lib.llama_batch_init(size, 0, 1)
+        self.memory = self.lib.llama_get_memory(llm.ctx)
+        self.batch_threads = _decode_threads(llm.ctx)
+        self.lib.llama_memory_clear(self.memory, True)
+
+    def decode(self, feed: Sequence[int], at: int) -> None:
+        """Evaluate `feed` at positions at.., dropping whatever the cache held from `at` on."""
+        self.lib.llama_memory_seq_rm(self.memory, 0, at, -1)
+        _fill(self.batch, feed, at)
+        if self.lib.llama_decode(self.llm.ctx, self.batch) != 0:
+            raise BackendError(f"llama_decode failed in the {self.name} probe at position {at}")
+
+    def __enter__(self) -> _Probe:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        lib, ctx = self.lib, self.llm.ctx
+        lib.llama_set_n_threads(ctx, lib.llama_n_threads(ctx), self.batch_threads)
+        lib.llama_memory_clear(self.memory, True)
+        self.llm.n_tokens = 0
+        lib.llama_batch_free(self.batch)
+
+
 def batch_invariant(llm: Any, tokens: Sequence[int], rows: int = 8) -> bool:
     """Whether positions evaluated inside one batch get bit-identical logits to the same positions
     evaluated one at a time: what makes lookup's output the same as plain decoding.
@@ -118,33 +149,55 @@ def batch_invariant(llm: Any, tokens: Sequence[int], rows: int = 8) -> bool:
     """
     import numpy as np
 
-    lib = _lib()
     start = len(tokens) - rows
     if start < 1:
         raise BackendError(f"the batch-invariance probe needs more than {rows} tokens, got {len(tokens)}")
-    batch = lib.llama_batch_init(len(tokens), 0, 1)
-    memory = lib.llama_get_memory(llm.ctx)
+    with _Probe(llm, len(tokens), "batch-invariance") as probe:
 
-    def logits(feed: Sequence[int], at: int) -> list[Any]:
-        _fill(batch, feed, at)
-        if lib.llama_decode(llm.ctx, batch) != 0:
-            raise BackendError(f"llama_decode failed in the batch-invariance probe at position {at}")
-        return [np.ctypeslib.as_array(lib.llama_get_logits_ith(llm.ctx, i), shape=(llm.n_vocab(),)).copy()
-                for i in range(len(feed))]
+        def logits(feed: Sequence[int], at: int) -> list[Any]:
+            probe.decode(feed, at)
+            return [np.ctypeslib.as_array(probe.lib.llama_get_logits_ith(llm.ctx, i), shape=(llm.n_vocab(),)).copy()
+                    for i in range(len(feed))]
 
-    batch_threads = _decode_threads(llm.ctx)
-    try:
-        lib.llama_memory_clear(memory, True)
         logits(tokens[:start], 0)
         alone = [logits([token], start + i)[0] for i, token in enumerate(tokens[start:])]
-        lib.llama_memory_seq_rm(memory, 0, start, -1)
         together = logits(tokens[start:], start)
         return all(np.array_equal(a, b) for a, b in zip(alone, together))
-    finally:
-        lib.llama_set_n_threads(llm.ctx, lib.llama_n_threads(llm.ctx), batch_threads)
-        lib.llama_memory_clear(memory, True)
-        llm.n_tokens = 0
-        lib.llama_batch_free(batch)
+
+
+def draft_cost(llm: Any, tokens: Sequence[int], drafts: int = 8, rounds: int = 9) -> float:
+    """What one drafted token adds to a decode step, as a share of that step: (t(1 + drafts) -
+    t(1)) / (drafts * t(1)), medians of interleaved timings at the same position, on the decode
+    threads as lookup runs its batches. Near 0 where a step is bound by reading the weights (a GPU);
+    0.3-0.5 for Q4_1 weights on this CPU, which has no batched kernel for them. Uses (and then
+    clears) the KV cache.
+    """
+    import statistics
+    import time
+
+    at = len(tokens) - drafts - 1
+    if at < 1 or drafts < 1:
+        raise BackendError(f"the draft-cost probe needs more than {drafts + 1} tokens, got {len(tokens)}")
+    with _Probe(llm, len(tokens), "draft-cost") as probe:
+
+        def seconds(feed: Sequence[int]) -> float:
+            started = time.perf_counter()
+            probe.decode(feed, at)
+            return time.perf_counter() - started
+
+        probe.decode(tokens[:at], 0)
+        one, many = [], []
+        for _ in range(rounds):
+            one.append(seconds(tokens[at: at + 1]))
+            many.append(seconds(tokens[at: at + 1 + drafts]))
+        step = statistics.median(one)
+        return max(0.0, (statistics.median(many) - step) / (drafts * step))
+
+
+def ceiling(accepted_share: float, cost: float) -> float:
+    """The most lookup can speed decoding up when `accepted_share` of the tokens come from drafts
+    and each drafted token costs `cost` of a step: every draft kept, nothing else taking time."""
+    return 1.0 / (1.0 - accepted_share + cost * accepted_share)
 
 
 def lookup_steps(llm: Any, tokens: list[int], opts: GenOptions, tally: LookupTally) -> Iterator[int]:

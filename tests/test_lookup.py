@@ -19,10 +19,13 @@ import pytest
 from codeflow.context.prompt import PromptFormat, render_chat
 from codeflow.quant import local
 from codeflow.quant.backend import Backend, CancelToken, GenOptions, Prompt
+from codeflow.quant.errors import BackendError
+from codeflow.quant.gguf_info import read_gguf
 from codeflow.quant.local import LocalBackend
-from codeflow.quant.lookup import DraftLength, Drafter
+from codeflow.quant.lookup import DraftLength, Drafter, ceiling, draft_cost
 
 LOOKUP = 8
+ROOT = Path(__file__).resolve().parent.parent
 SYSTEM = ("You are an expert python programmer. You rewrite the code the user shows, exactly as asked. "
           "Reply with one fenced code block holding the complete rewritten code, and nothing else.")
 
@@ -162,6 +165,35 @@ def test_the_probe_keeps_the_live_document_state() -> None:
         assert again == first and fresh.restores == restores + 1
     finally:
         fresh.close()
+
+
+def test_the_ceiling_is_the_steps_left_plus_what_drafts_cost() -> None:
+    # Half the tokens drafted and kept: free drafts halve the steps, drafts costing a whole step
+    # gain nothing, and nothing drafted is plain decoding.
+    assert ceiling(0.5, 0.0) == 2.0
+    assert ceiling(0.5, 1.0) == 1.0
+    assert ceiling(0.0, 0.3) == 1.0
+    assert ceiling(0.6, 0.5) == pytest.approx(1 / 0.7)
+
+
+def test_the_draft_cost_probe_measures_and_leaves_the_model_usable(chat: LocalBackend) -> None:
+    text = rewrite(chat)
+    before = generate(chat, text, GenOptions(max_tokens=8))
+    cost = draft_cost(chat.llama, chat.tokenize(text), drafts=4, rounds=3)
+    # A batch of 5 costs more than one token and less than five separate steps on any backend.
+    assert 0.0 < cost < 1.5
+    assert chat.llama.n_tokens == 0
+    assert generate(chat, text, GenOptions(max_tokens=8)) == before
+    with pytest.raises(BackendError, match="draft-cost probe needs more than 9 tokens"):
+        draft_cost(chat.llama, chat.tokenize("hi"))
+
+
+def test_the_bench_converts_the_model_it_is_given(models_dir: Path, tmp_path: Path) -> None:
+    spec = importlib.util.spec_from_file_location("latency_lookup", ROOT / "bench" / "latency_lookup.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    out = bench.requantized(str(models_dir / "chat.gguf"), "Q8_0", tmp_path)
+    assert read_gguf(Path(out)).file_type == "Q8_0" and Path(out).parent == tmp_path
 
 
 def test_cancel_stops_lookup_within_one_step(models_dir: Path) -> None:
