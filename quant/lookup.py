@@ -38,7 +38,7 @@ MIN_P = 0.05
 # What `batch_invariant` evaluates: ordinary code, over 8 tokens in any tokenizer.
 PROBE_TEXT = "def area(width: float, height: float) -> float:\n    return width * height\n\n\nprint(area(3, 4))\n"
 # Drafts per step at most, whatever GenOptions.lookup asks: a verify batch must fit n_batch (512),
-# and on a CPU each drafted token costs a third to a half of a decode step (SmolLM2, 1 thread).
+# and on a CPU each drafted token costs a fifth to a half of a decode step (`draft_cost`).
 MAX_DRAFT = 32
 
 
@@ -87,8 +87,8 @@ class Drafter:
 
 
 class DraftLength:
-    """How many tokens to draft next: on a CPU each drafted token costs a third to a half of a
-    decode step whether it is kept or not, so a draft starts at one token, doubles while every guess is
+    """How many tokens to draft next: on a CPU each drafted token costs a fifth to a half of a
+    decode step whether it is kept or not (`draft_cost`), so a draft starts at one token, doubles while every guess is
     kept, and falls back to one more than were kept when one is not (`bench/latency_lookup.py`,
     SmolLM2 rewrites on 2 cores, fixed 8 against this: 1.18x against 1.36x plain decoding on a
     quiet machine, 1.35x against 1.53x on a loaded one). Replayed over the bench's answers at draft
@@ -169,8 +169,8 @@ def draft_cost(llm: Any, tokens: Sequence[int], drafts: int = 8, rounds: int = 9
     """What one drafted token adds to a decode step, as a share of that step: (t(1 + drafts) -
     t(1)) / (drafts * t(1)), medians of interleaved timings at the same position, on the decode
     threads as lookup runs its batches. Near 0 where a step is bound by reading the weights (a GPU);
-    0.3-0.5 for Q4_1 weights on this CPU, which has no batched kernel for them. Uses (and then
-    clears) the KV cache.
+    on a 2-core CPU 0.35-0.5 for Q4_1 weights and 0.2-0.25 for Q8_0 and Q4_K_M (bench/latency_lookup.py).
+    Uses (and then clears) the KV cache.
     """
     import statistics
     import time
