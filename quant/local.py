@@ -80,8 +80,8 @@ class LocalBackend:
         # Whether GenOptions.lookup may run. By default wherever the model can drop rejected drafts:
         # on kernels whose batched logits differ from one-token ones by rounding, the answer is then
         # the greedy answer to slightly different numbers, as with llama.cpp's own speculative
-        # decoding (SmolLM2 rewrites on 2 cores, bench/latency_lookup.py: 1.36-1.46x plain decode
-        # with its Q4_1 weights, 1.6-1.7x converted to Q8_0 or Q4_K_M).
+        # decoding (SmolLM2 rewrites on 2 cores, bench/latency_lookup.py: 1.36-1.48x plain decode
+        # with its Q4_1 weights, 1.5-1.7x converted to Q8_0 or Q4_K_M).
         # `lookup_check` asks for plain decoding's exact output instead: None until a request asks
         # for lookup, then probed once (see _lookup_allowed).
         self._lookup_ok: bool | None = None if lookup_check else can_roll_back(self._llm)

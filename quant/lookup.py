@@ -169,7 +169,7 @@ def draft_cost(llm: Any, tokens: Sequence[int], drafts: int = 8, rounds: int = 9
     """What one drafted token adds to a decode step, as a share of that step: (t(1 + drafts) -
     t(1)) / (drafts * t(1)), medians of interleaved timings at the same position, on the decode
     threads as lookup runs its batches. Near 0 where a step is bound by reading the weights (a GPU);
-    on a 2-core CPU 0.35-0.5 for Q4_1 weights and 0.2-0.25 for Q8_0 and Q4_K_M (bench/latency_lookup.py).
+    on a 2-core CPU 0.34-0.5 for Q4_1 weights and 0.18-0.24 for Q8_0 and Q4_K_M (bench/latency_lookup.py).
     Uses (and then clears) the KV cache.
     """
     import statistics
