@@ -92,9 +92,11 @@ def test_lookup_runs_by_default_where_batched_logits_differ() -> None:
 
 def test_drafter_finds_the_latest_earlier_ngram() -> None:
     drafter = Drafter([1, 2, 3, 4, 5, 9, 1, 2, 3, 7, 8, 1, 2])
-    assert drafter.draft(3) == [3, 7, 8]  # "1 2" last seen before position 9
+    assert drafter.draft(3) == [3]  # "1 2" last seen before position 9; a 2-gram guesses one token
     drafter.append(3)
-    assert drafter.draft(2) == [7, 8]  # "1 2 3" wins over "2 3"
+    assert drafter.draft(2) == [7]  # "1 2 3" wins over "2 3"
+    drafter.append(7)
+    assert drafter.draft(4) == [8, 1, 2, 3]  # "1 2 3 7": a 4-gram guesses as far as asked
     assert drafter.draft(0) == []
     assert Drafter([5, 6, 7]).draft(4) == []
 
