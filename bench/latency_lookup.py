@@ -11,9 +11,10 @@ section of bench/README.md; `measure()` is what bench/latency.py calls.
 
 What lookup gains depends on what a drafted token costs in a verify batch (`draft_cost`): on a GPU
 a decode step reads the weights once whatever the batch, on a CPU the batch's arithmetic counts,
-and what it costs depends on the weight type: most for Q4_1, the shipped SmolLM2 file's. `--quants` therefore also measures the same model converted with
-`codeflow quantize` (llama.cpp's quantizer, into a temporary folder: nothing is downloaded), and
-every row gives the draft cost and the ceiling it sets (`lookup.ceiling`).
+and what it costs depends on the weight type: most for Q4_1, the shipped SmolLM2 file's.
+`--quants` therefore also measures the same model converted with `codeflow quantize` (llama.cpp's
+quantizer, into a temporary folder: nothing is downloaded), and every row gives the draft cost and
+the ceiling it sets (`lookup.ceiling`).
 """
 
 from __future__ import annotations

@@ -77,7 +77,8 @@ class Drafter:
                 # other rewrites, capping 3- and 2-token matches at one token sped lookup up 1-4%
                 # at draft costs of 0.18-0.5 (a CPU) and cost 1% at 0.02; measured side by side
                 # on the bench's prompts (Q4_1, 4 rounds), 1.426x -> 1.478x plain decoding.
-                return self.tokens[end + 1: end + 1 + (limit if n == self.sizes[0] else min(limit, 1))]
+                reach = limit if n == self.sizes[0] else min(limit, 1)
+                return self.tokens[end + 1: end + 1 + reach]
         return []
 
     def _index(self) -> None:
@@ -93,10 +94,10 @@ class Drafter:
 
 class DraftLength:
     """How many tokens to draft next: on a CPU each drafted token costs a fifth to a half of a
-    decode step whether it is kept or not (`draft_cost`), so a draft starts at one token, doubles while every guess is
-    kept, and falls back to one more than were kept when one is not (`bench/latency_lookup.py`,
-    SmolLM2 rewrites on 2 cores, fixed 8 against this: 1.18x against 1.36x plain decoding on a
-    quiet machine, 1.35x against 1.53x on a loaded one). Replayed over the bench's answers at draft
+    decode step whether it is kept or not (`draft_cost`), so a draft starts at one token, doubles
+    while every guess is kept, and falls back to one more than were kept when one is not
+    (`bench/latency_lookup.py`, SmolLM2 rewrites on 2 cores, fixed 8 against this: 1.18x against
+    1.36x plain decoding in one sitting, 1.35x against 1.53x in another). Replayed over the bench's answers at draft
     costs of 0.18-0.5 of a step, other rules (start at 2 or 4, halve or restart on a miss, limits of
     4-32, a learned acceptance rate per run length) came within 2% of this one or fell behind it."""
 
@@ -121,11 +122,8 @@ class _Probe:
     is emptied again afterwards (the caller restores the live document's state)."""
 
     def __init__(self, llm: Any, size: int, name: str) -> None:
-        self.llm, self.name, self.lib = llm, name, _lib()
-        self.batch = self.lib.llama_batch_init(size, 0, 1)
+        self.llm, self.name, self.size, self.lib = llm, name, size, _lib()
         self.memory = self.lib.llama_get_memory(llm.ctx)
-        self.batch_threads = _decode_threads(llm.ctx)
-        self.lib.llama_memory_clear(self.memory, True)
 
     def decode(self, feed: Sequence[int], at: int) -> None:
         """Evaluate `feed` at positions at.., dropping whatever the cache held from `at` on."""
@@ -135,6 +133,10 @@ class _Probe:
             raise BackendError(f"llama_decode failed in the {self.name} probe at position {at}")
 
     def __enter__(self) -> _Probe:
+        # Set up here, not in __init__: only an entered probe is undone by __exit__.
+        self.batch = self.lib.llama_batch_init(self.size, 0, 1)
+        self.batch_threads = _decode_threads(self.llm.ctx)
+        self.lib.llama_memory_clear(self.memory, True)
         return self
 
     def __exit__(self, *exc: object) -> None:
